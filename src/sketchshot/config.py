@@ -1,0 +1,223 @@
+"""Typed, frozen run configuration.
+
+Precedence is defaults < TOML file (``--config``) < command-line options. One file can hold every
+section; each command reads the sections it needs, and the resolved whole is written into each
+run folder as ``config.toml`` so that a run can be repeated with ``--config RUN/config.toml``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sketchshot.errors import ConfigError
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Split = Literal["train", "val", "test", "all"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BuiltinDataConfig(Frozen):
+    """The procedurally generated glyph dataset used when no ``--data`` is given."""
+
+    n_classes: int = Field(150, ge=2, description="number of glyph classes")
+    n_drawers: int = Field(20, ge=2, description="drawings per class, one per simulated drawer")
+    seed: int = Field(0, description="seed of the glyph shapes and the drawers' jitter")
+
+
+class DataConfig(Frozen):
+    source: str = Field("builtin", description="'builtin', an image folder, or a .zip archive")
+    image_size: int | None = Field(
+        None, ge=8, le=512, description="side in pixels; None uses the encoder's default"
+    )
+    invert: Literal["auto", "yes", "no"] = Field(
+        "auto", description="make strokes bright on dark; 'auto' inverts white-background images"
+    )
+    classes: tuple[str, ...] = Field((), description="keep only classes matching these globs")
+    exclude_classes: tuple[str, ...] = Field((), description="drop classes matching these globs")
+    split_fractions: tuple[float, float, float] = Field(
+        (0.7, 0.1, 0.2), description="train/val/test fractions of classes, drawn with split_seed"
+    )
+    split_seed: int = 0
+    train_classes: tuple[str, ...] = Field(
+        (), description="explicit train classes or top-level groups (globs); overrides fractions"
+    )
+    val_classes: tuple[str, ...] = ()
+    test_classes: tuple[str, ...] = ()
+    builtin: BuiltinDataConfig = BuiltinDataConfig()
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DataConfig:
+        if any(f < 0 for f in self.split_fractions) or abs(sum(self.split_fractions) - 1) > 1e-6:
+            raise ValueError("split_fractions must be three non-negative numbers that sum to 1")
+        return self
+
+
+class EncoderConfig(Frozen):
+    name: str = Field("conv4", description="encoder registry name")
+
+
+class OptimConfig(Frozen):
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up before the schedule")
+    step_size: int = Field(10, ge=1, description="epochs between decays of the step schedule")
+    gamma: float = Field(0.5, gt=0, le=1, description="decay factor of the step schedule")
+    grad_clip: float | None = Field(None, gt=0, description="max gradient norm; None: no clip")
+
+
+class PretrainConfig(Frozen):
+    method: str = Field("simclr", description="self-supervised method registry name")
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=2)
+    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature")
+    hidden_dim: int = Field(512, ge=1, description="projection MLP hidden width")
+    projection_dim: int = Field(128, ge=1, description="projection output width")
+    augment_strength: float = Field(1.0, ge=0, le=2, description="strength of the sketch views")
+    max_minutes: float | None = Field(None, gt=0, description="stop after this wall time")
+    checkpoint_every: int = Field(0, ge=0, description="also keep epoch_N every N epochs; 0: off")
+    optim: OptimConfig = OptimConfig()
+
+
+class FinetuneConfig(Frozen):
+    method: str = Field("protonet", description="few-shot method registry name")
+    init: str = Field("scratch", description="'scratch', 'latest' pretrain run, or a run folder")
+    n_way: int = Field(20, ge=2)
+    n_shot: int = Field(1, ge=1)
+    n_query: int = Field(5, ge=1)
+    episodes_per_epoch: int = Field(100, ge=1)
+    epochs: int = Field(20, ge=1)
+    val_episodes: int = Field(200, ge=0, description="5-way validation episodes after each epoch")
+    augment_strength: float = Field(0.5, ge=0, le=2, description="affine jitter of episodes")
+    max_minutes: float | None = Field(None, gt=0, description="stop after this wall time")
+    checkpoint_every: int = Field(0, ge=0, description="also keep epoch_N every N epochs; 0: off")
+    optim: OptimConfig = OptimConfig(schedule="step", step_size=10, gamma=0.5)
+
+
+class EvaluateConfig(Frozen):
+    n_way: int = Field(5, ge=2)
+    n_shot: int = Field(1, ge=1)
+    n_query: int = Field(15, ge=1)
+    episodes: int = Field(1000, ge=1)
+    split: Split = Field("test", description="which class split of the data to evaluate on")
+
+
+class Config(Frozen):
+    seed: int = 0
+    device: Device = "auto"
+    data: DataConfig = DataConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"pretrain.epochs": 3}`` -> ``{"pretrain": {"epochs": 3}}``; ``None`` values are dropped."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _has(tree: Mapping[str, Any], loc: tuple[Any, ...]) -> bool:
+    node: Any = tree
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def resolve_config(
+    file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    base: Config | None = None,
+) -> Config:
+    """Defaults (or ``base``) < ``file`` < ``overrides`` (dotted keys from the command line)."""
+    from_file = read_toml(file) if file is not None else {}
+    from_cli = nest(overrides or {})
+    tree = _merge(base.model_dump() if base else {}, from_file)
+    tree = _merge(tree, from_cli)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not isinstance(p, int))
+            where = ".".join(str(p) for p in loc) or "config"
+            if _has(from_cli, loc):
+                origin = "command line"
+            elif file is not None and _has(from_file, loc):
+                origin = str(file)
+            else:
+                origin = "config"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{origin}: unknown key '{where}'")
+            else:
+                problems.append(f"{origin}: {where}: {err['msg']}")
+        raise ConfigError("; ".join(problems)) from None
+
+
+def to_toml(config: Config) -> str:
+    """Write a config back as TOML (scalars, strings, arrays and nested tables only)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+    lines: list[str] = []
+
+    def table(prefix: str, tree: Mapping[str, Any]) -> None:
+        scalars = {k: v for k, v in tree.items() if not isinstance(v, Mapping) and v is not None}
+        tables = {k: v for k, v in tree.items() if isinstance(v, Mapping)}
+        if prefix:
+            lines.append(f"\n[{prefix}]")
+        lines.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        for k, v in tables.items():
+            table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", config.model_dump())
+    return "\n".join(lines).lstrip() + "\n"

@@ -1,0 +1,85 @@
+"""The in-memory dataset every command works on: decoded once, kept as small uint8 tensors."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from sketchshot.errors import DataError
+
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.5
+CONVENTION = "strokes bright on dark, pixel values in [0, 1] before normalisation"
+
+
+@dataclass(frozen=True)
+class SketchDataset:
+    """Sketches as ``images`` uint8 [N, 1, S, S] (strokes bright), ``labels`` int64 [N]
+    indexing ``class_names``, and ``sources`` naming where each image came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    sources: tuple[str, ...]
+    origin: str
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def counts(self) -> torch.Tensor:
+        return torch.bincount(self.labels, minlength=len(self.class_names))
+
+    def floats(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """Images as float32 in [0, 1], [n, 1, S, S]."""
+        images = self.images if index is None else self.images[index]
+        return images.float().div_(255.0)
+
+    def select(self, names: Sequence[str]) -> SketchDataset:
+        """The images of ``names`` (in that order), relabelled 0..len(names)-1."""
+        lookup = {name: i for i, name in enumerate(self.class_names)}
+        old = torch.tensor([lookup[n] for n in names], dtype=torch.long)
+        remap = torch.full((len(self.class_names),), -1, dtype=torch.long)
+        remap[old] = torch.arange(len(names))
+        new_labels = remap[self.labels]
+        keep = (new_labels >= 0).nonzero().flatten()
+        return SketchDataset(
+            images=self.images[keep],
+            labels=new_labels[keep],
+            class_names=tuple(names),
+            sources=tuple(self.sources[i] for i in keep.tolist()),
+            origin=self.origin,
+        )
+
+
+def match_classes(names: Sequence[str], patterns: Sequence[str]) -> list[str]:
+    """Class names matching any glob. A pattern also matches a whole top-level group: ``Greek``
+    selects ``Greek/character01`` and the rest of that alphabet."""
+    out = []
+    for name in names:
+        group = name.split("/", 1)[0]
+        if any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(group, p) for p in patterns):
+            out.append(name)
+    return out
+
+
+def filter_classes(
+    dataset: SketchDataset, include: Sequence[str], exclude: Sequence[str]
+) -> SketchDataset:
+    names = list(dataset.class_names)
+    if include:
+        names = match_classes(names, include)
+        if not names:
+            raise DataError(f"no class of {dataset.origin} matches --classes {list(include)}")
+    if exclude:
+        dropped = set(match_classes(names, exclude))
+        names = [n for n in names if n not in dropped]
+        if not names:
+            raise DataError(f"--exclude-classes {list(exclude)} removes every class")
+    return dataset if len(names) == len(dataset.class_names) else dataset.select(names)

@@ -1,0 +1,55 @@
+"""The base every method subclasses, and the method registry.
+
+A method wraps an encoder, owns its loss, and exposes ``training_step(batch)`` to the one
+training loop (``sketchshot.training.fit``) and ``score(...)`` to episode evaluation."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sketchshot.encoders import Encoder
+from sketchshot.registry import Registry
+
+METHODS: Registry[Method] = Registry("method")
+
+StepOutput = dict[str, Any]  # {"loss": scalar tensor, "metrics": {name: scalar tensor}}
+
+
+class Method(nn.Module):
+    """An encoder plus what a method adds to it (heads, target networks, augmentation)."""
+
+    kind: ClassVar[Literal["ssl", "fewshot"]]
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def training_step(self, batch: Any) -> StepOutput:
+        raise NotImplementedError
+
+    def after_step(self, progress: float) -> None:
+        """Called after each optimiser step with training progress in [0, 1] (EMA updates)."""
+
+    def score(
+        self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int
+    ) -> torch.Tensor:
+        """Logits [Q, n_way] of query embeddings [Q, D] given support embeddings [S, D] and
+        their labels [S] in 0..n_way-1. The default is cosine similarity to class prototypes."""
+        protos = F.normalize(prototypes(support, support_labels, n_way), dim=-1)
+        return F.normalize(query, dim=-1) @ protos.T
+
+
+def prototypes(support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Class means [n_way, D] of support embeddings [S, D] with labels [S] in 0..n_way-1."""
+    sums = torch.zeros(n_way, support.shape[-1], dtype=support.dtype, device=support.device)
+    sums.index_add_(0, labels, support)
+    counts = torch.bincount(labels, minlength=n_way).clamp(min=1).to(support.dtype)
+    return sums / counts[:, None]
+
+
+def create_method(name: str, encoder: Encoder, **kwargs: Any) -> Method:
+    return METHODS.create(name, encoder=encoder, **kwargs)

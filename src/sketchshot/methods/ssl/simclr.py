@@ -1,0 +1,65 @@
+"""SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
+Representations"): two views, an MLP projection head, and the NT-Xent loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sketchshot.encoders import Encoder
+from sketchshot.methods.base import METHODS, StepOutput
+from sketchshot.methods.ssl.base import SSLMethod
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Normalised temperature-scaled cross-entropy of paired projections z1, z2 [B, P].
+
+    Each of the 2B projections must pick out its partner among the 2B - 1 others; the
+    result is the mean over all 2B of them."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = z1.shape[0]
+    sim = (z @ z.T) / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, targets)
+
+
+def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim, bias=False),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
+@METHODS.register("simclr")
+class SimCLR(SSLMethod):
+    """images [B, 1, S, S] -> two views -> encoder [2B, D] -> head [2B, P] -> NT-Xent."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        temperature: float = 0.5,
+        hidden_dim: int = 512,
+        projection_dim: int = 128,
+        augment_strength: float = 1.0,
+    ) -> None:
+        super().__init__(encoder, augment_strength)
+        self.temperature = temperature
+        self.head = projection_head(encoder.embedding_dim, hidden_dim, projection_dim)
+
+    def training_step(self, images: torch.Tensor) -> StepOutput:
+        v1, v2 = self.two_views(images)
+        z = self.head(self.encoder(torch.cat([v1, v2])))
+        z1, z2 = z.chunk(2)
+        loss = nt_xent_loss(z1, z2, self.temperature)
+        with torch.no_grad():  # how often a view's nearest neighbour is its partner
+            zn = F.normalize(z, dim=1)
+            sim = zn @ zn.T
+            sim.fill_diagonal_(-2.0)
+            n = z1.shape[0]
+            partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+            acc = (sim.argmax(1) == partner).float().mean()
+        return {"loss": loss, "metrics": {"pair_acc": acc}}

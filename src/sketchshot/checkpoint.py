@@ -137,8 +137,10 @@ def load_tensors(weights: Path, expected_sha256: str | None) -> dict[str, torch.
         raise CheckpointError(f"{weights}: unreadable safetensors file ({exc})") from None
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Method, dict[str, Any]]:
-    """Rebuild, hash-check and strictly load a saved model; returns (model in eval mode, sidecar)."""
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Method, dict[str, Any]]:
+    """Rebuild, hash-check and strictly load a saved model; returns (eval-mode model, sidecar)."""
     meta = read_sidecar(path)
     weights = Path(meta["_sidecar"]).parent / meta.get("weights", "model.safetensors")
     tensors = load_tensors(weights, meta.get("sha256"))
@@ -189,7 +191,9 @@ def load_training_state(
     try:
         meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"nothing to resume: {stem.with_suffix('.json')} is missing") from None
+        raise CheckpointError(
+            f"nothing to resume: {stem.with_suffix('.json')} is missing"
+        ) from None
     tensors = load_tensors(stem.with_suffix(".safetensors"), meta.get("sha256"))
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
     try:

@@ -5,11 +5,10 @@ torch is imported only inside commands, so ``sketchshot --help`` answers at once
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,67 +29,160 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 # Shared options, defined once.
-ConfigOpt = Annotated[Optional[Path], typer.Option(
-    "--config", help="TOML file with any of the sections [data], [encoder], [pretrain], "
-    "[finetune], [evaluate]; command-line options override it.", show_default=False)]
-OutOpt = Annotated[Optional[Path], typer.Option(
-    "--out", help="Run folder to write (default: runs/<command>-<method>-<time>).",
-    show_default=False)]
-SeedOpt = Annotated[Optional[int], typer.Option(
-    "--seed", help="Seed of every random draw (data order, views, episodes). [default: 0]",
-    show_default=False)]
-DeviceOpt = Annotated[Optional[str], typer.Option(
-    "--device", help="auto, cpu, cuda or mps. [default: auto]", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option(
-    "--json", help="Print the result as JSON on stdout; human output goes to stderr.")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML file with any of the sections [data], [encoder], [pretrain], "
+        "[finetune], [evaluate]; command-line options override it.",
+        show_default=False,
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="Run folder to write (default: runs/<command>-<method>-<time>).",
+        show_default=False,
+    ),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--seed",
+        help="Seed of every random draw (data order, views, episodes). [default: 0]",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option("--device", help="auto, cpu, cuda or mps. [default: auto]", show_default=False),
+]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print the result as JSON on stdout; human output goes to stderr."),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-DataOpt = Annotated[Optional[str], typer.Option(
-    "--data", help="'builtin' (generated glyphs, the default), an image folder ROOT/<class>/*.png "
-    "or a .zip archive of one.", show_default=False)]
-SizeOpt = Annotated[Optional[int], typer.Option(
-    "--image-size", help="Image side in pixels (default: the encoder's, 28 for conv4).",
-    show_default=False)]
-ClassesOpt = Annotated[Optional[list[str]], typer.Option(
-    "--classes", help="Keep only classes matching this glob or top-level group (repeatable), "
-    "e.g. 'Sanskrit/*'.", show_default=False)]
-ExcludeOpt = Annotated[Optional[list[str]], typer.Option(
-    "--exclude-classes", help="Drop classes matching this glob or group (repeatable).",
-    show_default=False)]
-TrainClassesOpt = Annotated[Optional[list[str]], typer.Option(
-    "--train-classes", help="Classes or groups of the train split (repeatable); when not "
-    "given, train takes every class not named for val or test.", show_default=False)]
-ValClassesOpt = Annotated[Optional[list[str]], typer.Option(
-    "--val-classes", help="Classes or groups of the validation split (repeatable).",
-    show_default=False)]
-TestClassesOpt = Annotated[Optional[list[str]], typer.Option(
-    "--test-classes", help="Classes or groups of the test split (repeatable).",
-    show_default=False)]
-FractionsOpt = Annotated[Optional[tuple[float, float, float]], typer.Option(
-    "--split-fractions", help="Train, val and test fractions of the classes, drawn with the "
-    "split seed, when no class lists are given. [default: 0.7 0.1 0.2]", show_default=False)]
-EncoderOpt = Annotated[Optional[str], typer.Option(
-    "--encoder", help="Encoder: conv4 or resnet18. [default: conv4]", show_default=False)]
-EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs.",
-                                                  show_default=False)]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Base learning rate.",
-                                                show_default=False)]
-MinutesOpt = Annotated[Optional[float], typer.Option(
-    "--max-minutes", help="Stop training after this much wall time, keeping what was learnt.",
-    show_default=False)]
-ResumeOpt = Annotated[Optional[Path], typer.Option(
-    "--resume", help="Continue the run in this folder where it stopped.", show_default=False)]
-AugmentOpt = Annotated[Optional[float], typer.Option(
-    "--augment-strength", help="Strength of the sketch augmentation, 0 to 2.",
-    show_default=False)]
-ModelOpt = Annotated[Optional[Path], typer.Option(
-    "--model", help="Run folder (or model.json / model.safetensors) of a trained model "
-    "(default: the newest run under ./runs).", show_default=False)]
-WaysOpt = Annotated[Optional[int], typer.Option("--ways", help="Classes per episode (N).",
-                                                show_default=False)]
-ShotsOpt = Annotated[Optional[int], typer.Option("--shots", help="Labelled examples per class (K).",
-                                                 show_default=False)]
-QueriesOpt = Annotated[Optional[int], typer.Option("--queries", help="Query images per class.",
-                                                   show_default=False)]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="'builtin' (generated glyphs, the default), an image folder ROOT/<class>/*.png "
+        "or a .zip archive of one.",
+        show_default=False,
+    ),
+]
+SizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--image-size",
+        help="Image side in pixels (default: the encoder's, 28 for conv4).",
+        show_default=False,
+    ),
+]
+ClassesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--classes",
+        help="Keep only classes matching this glob or top-level group (repeatable), "
+        "e.g. 'Sanskrit/*'.",
+        show_default=False,
+    ),
+]
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude-classes",
+        help="Drop classes matching this glob or group (repeatable).",
+        show_default=False,
+    ),
+]
+TrainClassesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--train-classes",
+        help="Classes or groups of the train split (repeatable); when not "
+        "given, train takes every class not named for val or test.",
+        show_default=False,
+    ),
+]
+ValClassesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--val-classes",
+        help="Classes or groups of the validation split (repeatable).",
+        show_default=False,
+    ),
+]
+TestClassesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--test-classes",
+        help="Classes or groups of the test split (repeatable).",
+        show_default=False,
+    ),
+]
+FractionsOpt = Annotated[
+    tuple[float, float, float] | None,
+    typer.Option(
+        "--split-fractions",
+        help="Train, val and test fractions of the classes, drawn with the "
+        "split seed, when no class lists are given. [default: 0.7 0.1 0.2]",
+        show_default=False,
+    ),
+]
+EncoderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--encoder", help="Encoder: conv4 or resnet18. [default: conv4]", show_default=False
+    ),
+]
+EpochsOpt = Annotated[
+    int | None, typer.Option("--epochs", help="Training epochs.", show_default=False)
+]
+LrOpt = Annotated[
+    float | None, typer.Option("--lr", help="Base learning rate.", show_default=False)
+]
+MinutesOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-minutes",
+        help="Stop training after this much wall time, keeping what was learnt.",
+        show_default=False,
+    ),
+]
+ResumeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--resume", help="Continue the run in this folder where it stopped.", show_default=False
+    ),
+]
+AugmentOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--augment-strength",
+        help="Strength of the sketch augmentation, 0 to 2.",
+        show_default=False,
+    ),
+]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        help="Run folder (or model.json / model.safetensors) of a trained model "
+        "(default: the newest run under ./runs).",
+        show_default=False,
+    ),
+]
+WaysOpt = Annotated[
+    int | None, typer.Option("--ways", help="Classes per episode (N).", show_default=False)
+]
+ShotsOpt = Annotated[
+    int | None, typer.Option("--shots", help="Labelled examples per class (K).", show_default=False)
+]
+QueriesOpt = Annotated[
+    int | None, typer.Option("--queries", help="Query images per class.", show_default=False)
+]
 
 
 def _version(value: bool) -> None:
@@ -101,8 +193,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     pass
 
@@ -125,10 +221,14 @@ def domain_errors() -> Iterator[None]:
 
 def _data_overrides(data, image_size, classes, exclude, train_c, val_c, test_c, fractions) -> dict:
     return {
-        "data.source": data, "data.image_size": image_size,
-        "data.classes": classes or None, "data.exclude_classes": exclude or None,
-        "data.train_classes": train_c or None, "data.val_classes": val_c or None,
-        "data.test_classes": test_c or None, "data.split_fractions": fractions,
+        "data.source": data,
+        "data.image_size": image_size,
+        "data.classes": classes or None,
+        "data.exclude_classes": exclude or None,
+        "data.train_classes": train_c or None,
+        "data.val_classes": val_c or None,
+        "data.test_classes": test_c or None,
+        "data.split_fractions": fractions,
     }
 
 
@@ -158,9 +258,12 @@ def _run_summary(result: Any) -> dict[str, Any]:
 
 @app.command()
 def pretrain(
-    method: Annotated[Optional[str], typer.Option(
-        "--method", help="Self-supervised method: simclr. [default: simclr]",
-        show_default=False)] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method", help="Self-supervised method: simclr. [default: simclr]", show_default=False
+        ),
+    ] = None,
     encoder: EncoderOpt = None,
     data: DataOpt = None,
     image_size: SizeOpt = None,
@@ -171,12 +274,21 @@ def pretrain(
     test_classes: TestClassesOpt = None,
     split_fractions: FractionsOpt = None,
     epochs: EpochsOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", help="Images per batch (two views each). [default: 256]",
-        show_default=False)] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help="Images per batch (two views each). [default: 256]",
+            show_default=False,
+        ),
+    ] = None,
     lr: LrOpt = None,
-    temperature: Annotated[Optional[float], typer.Option(
-        "--temperature", help="NT-Xent temperature. [default: 0.5]", show_default=False)] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            "--temperature", help="NT-Xent temperature. [default: 0.5]", show_default=False
+        ),
+    ] = None,
     augment_strength: AugmentOpt = None,
     max_minutes: MinutesOpt = None,
     resume: ResumeOpt = None,
@@ -189,30 +301,62 @@ def pretrain(
 ) -> None:
     """Self-supervised pretraining of an encoder on unlabelled sketches (train split)."""
     with domain_errors():
-        cfg = _config(config, {
-            "pretrain.method": method, "encoder.name": encoder, "pretrain.epochs": epochs,
-            "pretrain.batch_size": batch_size, "pretrain.optim.lr": lr,
-            "pretrain.temperature": temperature, "pretrain.augment_strength": augment_strength,
-            "pretrain.max_minutes": max_minutes, "seed": seed, "device": device,
-            **_data_overrides(data, image_size, classes, exclude_classes, train_classes,
-                              val_classes, test_classes, split_fractions),
-        }, _resume_base(resume))
+        cfg = _config(
+            config,
+            {
+                "pretrain.method": method,
+                "encoder.name": encoder,
+                "pretrain.epochs": epochs,
+                "pretrain.batch_size": batch_size,
+                "pretrain.optim.lr": lr,
+                "pretrain.temperature": temperature,
+                "pretrain.augment_strength": augment_strength,
+                "pretrain.max_minutes": max_minutes,
+                "seed": seed,
+                "device": device,
+                **_data_overrides(
+                    data,
+                    image_size,
+                    classes,
+                    exclude_classes,
+                    train_classes,
+                    val_classes,
+                    test_classes,
+                    split_fractions,
+                ),
+            },
+            _resume_base(resume),
+        )
         from sketchshot import engine
 
         result = engine.pretrain(cfg, out, resume, quiet=quiet, console=err)
-        _emit(as_json, _run_summary(result), lambda c: c.print(
-            f"saved {result.run_dir / 'model.safetensors'} "
-            f"({result.fit.epochs} epochs, {result.fit.images_per_s:.0f} images/s)"))
+        _emit(
+            as_json,
+            _run_summary(result),
+            lambda c: c.print(
+                f"saved {result.run_dir / 'model.safetensors'} "
+                f"({result.fit.epochs} epochs, {result.fit.images_per_s:.0f} images/s)"
+            ),
+        )
 
 
 @app.command()
 def finetune(
-    method: Annotated[Optional[str], typer.Option(
-        "--method", help="Few-shot method: protonet. [default: protonet]",
-        show_default=False)] = None,
-    init: Annotated[Optional[str], typer.Option(
-        "--init", help="'scratch', 'latest' (the newest pretrain run) or a run folder whose "
-        "encoder to start from. [default: scratch]", show_default=False)] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method", help="Few-shot method: protonet. [default: protonet]", show_default=False
+        ),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="'scratch', 'latest' (the newest pretrain run) or a run folder whose "
+            "encoder to start from. [default: scratch]",
+            show_default=False,
+        ),
+    ] = None,
     encoder: EncoderOpt = None,
     data: DataOpt = None,
     image_size: SizeOpt = None,
@@ -222,15 +366,26 @@ def finetune(
     val_classes: ValClassesOpt = None,
     test_classes: TestClassesOpt = None,
     split_fractions: FractionsOpt = None,
-    ways: Annotated[Optional[int], typer.Option(
-        "--ways", help="Classes per training episode. [default: 20]", show_default=False)] = None,
-    shots: Annotated[Optional[int], typer.Option(
-        "--shots", help="Support images per class. [default: 1]", show_default=False)] = None,
-    queries: Annotated[Optional[int], typer.Option(
-        "--queries", help="Query images per class. [default: 5]", show_default=False)] = None,
-    episodes: Annotated[Optional[int], typer.Option(
-        "--episodes", help="Training episodes per epoch. [default: 100]",
-        show_default=False)] = None,
+    ways: Annotated[
+        int | None,
+        typer.Option(
+            "--ways", help="Classes per training episode. [default: 20]", show_default=False
+        ),
+    ] = None,
+    shots: Annotated[
+        int | None,
+        typer.Option("--shots", help="Support images per class. [default: 1]", show_default=False),
+    ] = None,
+    queries: Annotated[
+        int | None,
+        typer.Option("--queries", help="Query images per class. [default: 5]", show_default=False),
+    ] = None,
+    episodes: Annotated[
+        int | None,
+        typer.Option(
+            "--episodes", help="Training episodes per epoch. [default: 100]", show_default=False
+        ),
+    ] = None,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     augment_strength: AugmentOpt = None,
@@ -245,23 +400,52 @@ def finetune(
 ) -> None:
     """Episodic N-way K-shot training of a few-shot classifier."""
     with domain_errors():
-        cfg = _config(config, {
-            "finetune.method": method, "finetune.init": init, "encoder.name": encoder,
-            "finetune.n_way": ways, "finetune.n_shot": shots, "finetune.n_query": queries,
-            "finetune.episodes_per_epoch": episodes, "finetune.epochs": epochs,
-            "finetune.optim.lr": lr, "finetune.augment_strength": augment_strength,
-            "finetune.max_minutes": max_minutes, "seed": seed, "device": device,
-            **_data_overrides(data, image_size, classes, exclude_classes, train_classes,
-                              val_classes, test_classes, split_fractions),
-        }, _resume_base(resume))
+        cfg = _config(
+            config,
+            {
+                "finetune.method": method,
+                "finetune.init": init,
+                "encoder.name": encoder,
+                "finetune.n_way": ways,
+                "finetune.n_shot": shots,
+                "finetune.n_query": queries,
+                "finetune.episodes_per_epoch": episodes,
+                "finetune.epochs": epochs,
+                "finetune.optim.lr": lr,
+                "finetune.augment_strength": augment_strength,
+                "finetune.max_minutes": max_minutes,
+                "seed": seed,
+                "device": device,
+                **_data_overrides(
+                    data,
+                    image_size,
+                    classes,
+                    exclude_classes,
+                    train_classes,
+                    val_classes,
+                    test_classes,
+                    split_fractions,
+                ),
+            },
+            _resume_base(resume),
+        )
         from sketchshot import engine
 
         result = engine.finetune(cfg, out, resume, quiet=quiet, console=err)
         best = result.metrics["best"]
-        _emit(as_json, _run_summary(result), lambda c: c.print(
-            f"saved {result.run_dir / 'model.safetensors'} ({result.fit.epochs} epochs"
-            + (f", best val_acc {best['val_acc']:.3f} at epoch {best['epoch']}" if "val_acc" in best
-               else "") + ")"))
+        _emit(
+            as_json,
+            _run_summary(result),
+            lambda c: c.print(
+                f"saved {result.run_dir / 'model.safetensors'} ({result.fit.epochs} epochs"
+                + (
+                    f", best val_acc {best['val_acc']:.3f} at epoch {best['epoch']}"
+                    if "val_acc" in best
+                    else ""
+                )
+                + ")"
+            ),
+        )
 
 
 @app.command()
@@ -270,11 +454,18 @@ def evaluate(
     ways: WaysOpt = None,
     shots: ShotsOpt = None,
     queries: QueriesOpt = None,
-    episodes: Annotated[Optional[int], typer.Option(
-        "--episodes", help="Number of episodes. [default: 1000]", show_default=False)] = None,
-    split: Annotated[Optional[str], typer.Option(
-        "--split", help="Class split to evaluate on: train, val, test or all. [default: test]",
-        show_default=False)] = None,
+    episodes: Annotated[
+        int | None,
+        typer.Option("--episodes", help="Number of episodes. [default: 1000]", show_default=False),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="Class split to evaluate on: train, val, test or all. [default: test]",
+            show_default=False,
+        ),
+    ] = None,
     data: DataOpt = None,
     classes: ClassesOpt = None,
     exclude_classes: ExcludeOpt = None,
@@ -293,29 +484,47 @@ def evaluate(
         base = engine.saved_config(model)
         if data is not None:
             base = base.model_copy(update={"data": Config().data})
-        cfg = _config(config, {
-            "evaluate.n_way": ways, "evaluate.n_shot": shots, "evaluate.n_query": queries,
-            "evaluate.episodes": episodes, "evaluate.split": split, "seed": seed,
-            "device": device, "data.source": data, "data.classes": classes or None,
-            "data.exclude_classes": exclude_classes or None,
-        }, base)
+        cfg = _config(
+            config,
+            {
+                "evaluate.n_way": ways,
+                "evaluate.n_shot": shots,
+                "evaluate.n_query": queries,
+                "evaluate.episodes": episodes,
+                "evaluate.split": split,
+                "seed": seed,
+                "device": device,
+                "data.source": data,
+                "data.classes": classes or None,
+                "data.exclude_classes": exclude_classes or None,
+            },
+            base,
+        )
         r = engine.evaluate(cfg, model, console=err)
 
         def human(c: Console) -> None:
             c.print(f"{r.model}: {r.data} ({r.split} split, {r.n_classes} classes)")
-            c.print(f"{r.n_way}-way {r.n_shot}-shot, {r.n_query} queries, {r.episodes} episodes: "
-                    f"[bold]{100 * r.accuracy:.2f}% ± {100 * r.ci95:.2f}%[/] (95% CI)")
+            c.print(
+                f"{r.n_way}-way {r.n_shot}-shot, {r.n_query} queries, {r.episodes} episodes: "
+                f"[bold]{100 * r.accuracy:.2f}% ± {100 * r.ci95:.2f}%[/] (95% CI)"
+            )
 
         _emit(as_json, r.as_dict(), human)
 
 
 @app.command()
 def predict(
-    images: Annotated[list[Path], typer.Argument(help="Sketch image files to label.",
-                                                 show_default=False)],
-    support: Annotated[Path, typer.Option(
-        "--support", help="Folder SUPPORT/<class>/*.png of labelled examples.",
-        show_default=False)],
+    images: Annotated[
+        list[Path], typer.Argument(help="Sketch image files to label.", show_default=False)
+    ],
+    support: Annotated[
+        Path,
+        typer.Option(
+            "--support",
+            help="Folder SUPPORT/<class>/*.png of labelled examples.",
+            show_default=False,
+        ),
+    ],
     model: ModelOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Scores of the k best classes.")] = 3,
     device: DeviceOpt = None,
@@ -331,31 +540,41 @@ def predict(
                 print(json.dumps(r.__dict__))
         else:
             table = Table("image", "class", "confidence", "top scores")
+            table.columns[0].overflow = "fold"
             for r in rows:
                 if r.error:
                     table.add_row(r.path, "[red]error[/]", "", r.error)
                 else:
-                    table.add_row(r.path, r.label, f"{r.confidence:.3f}",
-                                  ", ".join(f"{k} {v:.2f}" for k, v in r.scores.items()))
+                    table.add_row(
+                        r.path,
+                        r.label,
+                        f"{r.confidence:.3f}",
+                        ", ".join(f"{k} {v:.2f}" for k, v in r.scores.items()),
+                    )
             Console().print(table)
         failed = [r for r in rows if r.error]
         if failed:
-            err.print(f"[bold red]error:[/] {len(failed)} of {len(rows)} image(s) could not be read")
+            err.print(
+                f"[bold red]error:[/] {len(failed)} of {len(rows)} image(s) could not be read"
+            )
             raise typer.Exit(1)
 
 
 @app.command()
 def info(
-    model: Annotated[Optional[Path], typer.Argument(
-        help="Run folder or model.json (default: the newest run under ./runs).",
-        show_default=False)] = None,
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Run folder or model.json (default: the newest run under ./runs).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print a saved model's metadata (architecture, preprocessing, classes, metrics, hash)."""
     with domain_errors():
-        from sketchshot.checkpoint import read_sidecar
-
         from sketchshot import engine
+        from sketchshot.checkpoint import read_sidecar
 
         meta = read_sidecar(model) if model else engine.info(None)
         meta.pop("_sidecar", None)
@@ -369,9 +588,15 @@ def info(
             ("encoder", f"{m.get('encoder')} {m.get('encoder_args', {})}"),
             ("method args", str(m.get("method_args", {}))),
             ("initialised from", m.get("init", "scratch")),
-            ("preprocessing", f"{p.get('image_size')}px, invert {p.get('invert')}, "
-                              f"mean {p.get('mean')}, std {p.get('std')}"),
-            ("classes", f"{len(meta.get('class_names', []))} from {meta.get('data', {}).get('origin')}"),
+            (
+                "preprocessing",
+                f"{p.get('image_size')}px, invert {p.get('invert')}, "
+                f"mean {p.get('mean')}, std {p.get('std')}",
+            ),
+            (
+                "classes",
+                f"{len(meta.get('class_names', []))} from {meta.get('data', {}).get('origin')}",
+            ),
             ("metrics", json.dumps(meta.get("metrics", {}).get("best", {}))),
             ("sketchshot", meta.get("sketchshot_version")),
             ("sha256", meta.get("sha256")),
@@ -382,8 +607,9 @@ def info(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's runs and files.")] = Path(
-        "sketchshot-demo"),
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the demo's runs and files.")
+    ] = Path("sketchshot-demo"),
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
@@ -399,26 +625,38 @@ def demo(
             raise ConfigError(f"{out} already holds a demo; remove it or choose another --out")
         cfg = resolve_config(overrides={**DEMO_SETTINGS, "seed": seed, "device": device})
         r = run_demo(out, cfg, quiet=quiet, console=err)
-        payload = {"out": str(r.out), "seconds": round(r.seconds, 1),
-                   "evaluation": r.evaluation, "evaluation_pretrained_only": r.evaluation_pretrained,
-                   "predictions": r.predictions, "predict_accuracy": r.predict_accuracy}
+        payload = {
+            "out": str(r.out),
+            "seconds": round(r.seconds, 1),
+            "evaluation": r.evaluation,
+            "evaluation_pretrained_only": r.evaluation_pretrained,
+            "predictions": r.predictions,
+            "predict_accuracy": r.predict_accuracy,
+        }
 
         def human(c: Console) -> None:
             table = Table("image", "predicted", "confidence", "truth")
             for p in r.predictions:
                 ok = "[green]" if p["label"] == p["truth"] else "[red]"
-                table.add_row(Path(p["path"]).name, f"{ok}{p['label']}", f"{p['confidence']:.3f}",
-                              p["truth"])
+                table.add_row(
+                    Path(p["path"]).name, f"{ok}{p['label']}", f"{p['confidence']:.3f}", p["truth"]
+                )
             c.print(table)
             e, ep = r.evaluation, r.evaluation_pretrained
-            c.print(f"self-supervised encoder alone: {100 * ep['accuracy']:.1f}% ± "
-                    f"{100 * ep['ci95']:.1f}%")
-            c.print(f"[bold]demo done in {r.seconds:.0f} s: {e['n_way']}-way {e['n_shot']}-shot "
-                    f"accuracy on unseen glyph classes {100 * e['accuracy']:.1f}% ± "
-                    f"{100 * e['ci95']:.1f}% (chance {100 / e['n_way']:.0f}%)[/]")
-            c.print(f"runs in {r.out}/pretrain and {r.out}/finetune; try "
-                    f"'sketchshot predict --model {r.out}/finetune --support {r.out}/predict/support "
-                    f"{r.out}/predict/queries/*.png'")
+            c.print(
+                f"self-supervised encoder alone: {100 * ep['accuracy']:.1f}% ± "
+                f"{100 * ep['ci95']:.1f}%"
+            )
+            c.print(
+                f"[bold]demo done in {r.seconds:.0f} s: {e['n_way']}-way {e['n_shot']}-shot "
+                f"accuracy on unseen glyph classes {100 * e['accuracy']:.1f}% ± "
+                f"{100 * e['ci95']:.1f}% (chance {100 / e['n_way']:.0f}%)[/]"
+            )
+            c.print(
+                f"runs in {r.out}/pretrain and {r.out}/finetune; try "
+                f"'sketchshot predict --model {r.out}/finetune --support {r.out}/predict/support "
+                f"{r.out}/predict/queries/*.png'"
+            )
 
         _emit(as_json, payload, human)
 

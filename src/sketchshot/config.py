@@ -7,11 +7,11 @@ run folder as ``config.toml`` so that a run can be repeated with ``--config RUN/
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sketchshot.errors import ConfigError
@@ -133,7 +133,7 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"pretrain.epochs": 3}`` -> ``{"pretrain": {"epochs": 3}}``; ``None`` values are dropped."""
+    """``{"pretrain.epochs": 3}`` -> ``{"pretrain": {"epochs": 3}}``, dropping ``None`` values."""
     out: dict[str, Any] = {}
     for key, value in dotted.items():
         if value is None:

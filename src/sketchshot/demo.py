@@ -39,7 +39,9 @@ class DemoResult:
         return sum(right) / max(1, len(right))
 
 
-def write_support_and_queries(cfg: Config, out: Path, n_classes: int = 5) -> tuple[Path, list[Path], list[str]]:
+def write_support_and_queries(
+    cfg: Config, out: Path, n_classes: int = 5
+) -> tuple[Path, list[Path], list[str]]:
     """Write one support PNG per test class and one query PNG each, as a user would have them."""
     test = engine.load_split(cfg.data, 28, "test")
     support_dir, query_dir = out / "support", out / "queries"
@@ -56,8 +58,9 @@ def write_support_and_queries(cfg: Config, out: Path, n_classes: int = 5) -> tup
     return support_dir, queries, truths
 
 
-def run_demo(out: Path, cfg: Config | None = None, quiet: bool = False,
-             console: Console | None = None) -> DemoResult:
+def run_demo(
+    out: Path, cfg: Config | None = None, quiet: bool = False, console: Console | None = None
+) -> DemoResult:
     console = console or Console(stderr=True)
     start = time.perf_counter()
     cfg = cfg or resolve_config(overrides=DEMO_SETTINGS)
@@ -69,5 +72,12 @@ def run_demo(out: Path, cfg: Config | None = None, quiet: bool = False,
     support, queries, truths = write_support_and_queries(cfg, out / "predict")
     preds = engine.predict(fin.run_dir, support, queries, cfg.device)
     rows = [p.__dict__ | {"truth": t} for p, t in zip(preds, truths, strict=True)]
-    return DemoResult(out, pre.fit.seconds, fin.fit.seconds, ev.as_dict(), ev_pre.as_dict(),
-                      rows, time.perf_counter() - start)
+    return DemoResult(
+        out,
+        pre.fit.seconds,
+        fin.fit.seconds,
+        ev.as_dict(),
+        ev_pre.as_dict(),
+        rows,
+        time.perf_counter() - start,
+    )

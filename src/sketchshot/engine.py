@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from rich.console import Console
 
 from sketchshot.checkpoint import load_model, read_sidecar, save_model
@@ -107,17 +106,26 @@ def _sidecar(spec: dict, cfg: Config, image_size: int, dataset: SketchDataset) -
     }
 
 
-def _validator(method: Method, val: SketchDataset | None, n_shot: int, episodes: int,
-               device: torch.device, seed: int):
+def _validator(
+    method: Method,
+    val: SketchDataset | None,
+    n_shot: int,
+    episodes: int,
+    device: torch.device,
+    seed: int,
+):
     """5-way (or fewer) validation episodes on held-out classes, scored on cached embeddings."""
     if val is None or episodes == 0 or len(val.class_names) < 2:
         return None
     n_way = min(5, len(val.class_names))
-    n_query = max(1, min(5, int(val.counts().min()) - n_shot))
+    n_query = min(5, int(val.counts().min()) - n_shot)
+    if n_query < 1:  # validation classes too small for an episode: train without it
+        return None
 
     def validate(m: Method) -> dict[str, float]:
-        scores = score_episodes(m, embed(m, val.images, device), val.labels, n_way, n_shot,
-                                n_query, episodes, seed)
+        scores = score_episodes(
+            m, embed(m, val.images, device), val.labels, n_way, n_shot, n_query, episodes, seed
+        )
         return {"val_acc": scores.mean}
 
     return validate
@@ -130,9 +138,22 @@ def _optional_split(cfg: DataConfig, image_size: int, split: Split) -> SketchDat
         return None
 
 
-def _train(command: str, cfg: Config, method: Method, spec: dict, train: SketchDataset,
-           batches, steps_per_epoch: int, epochs: int, section: Any, out: Path | None,
-           resume: Path | None, validate, quiet: bool, console: Console) -> RunResult:
+def _train(
+    command: str,
+    cfg: Config,
+    method: Method,
+    spec: dict,
+    train: SketchDataset,
+    batches,
+    steps_per_epoch: int,
+    epochs: int,
+    section: Any,
+    out: Path | None,
+    resume: Path | None,
+    validate,
+    quiet: bool,
+    console: Console,
+) -> RunResult:
     """What pretrain and finetune share: the run folder, ``fit``, and the saved model."""
     run_dir = resume if resume is not None else new_run_dir(out, command, spec["method"])
     device = resolve_device(cfg.device)
@@ -145,8 +166,12 @@ def _train(command: str, cfg: Config, method: Method, spec: dict, train: SketchD
         save_model(run_dir / stem, method, sidecar | {"metrics": metrics})
 
     settings = LoopSettings(
-        epochs=epochs, steps_per_epoch=steps_per_epoch, optim=section.optim, seed=cfg.seed,
-        max_minutes=section.max_minutes, checkpoint_every=section.checkpoint_every,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        optim=section.optim,
+        seed=cfg.seed,
+        max_minutes=section.max_minutes,
+        checkpoint_every=section.checkpoint_every,
         monitor="val_acc" if validate else "loss",
     )
     if not quiet:
@@ -155,35 +180,65 @@ def _train(command: str, cfg: Config, method: Method, spec: dict, train: SketchD
             f"{len(train.class_names)} classes, {spec['encoder']} at {image_size}px, "
             f"device {device} -> {run_dir}"
         )
-    result = fit(method, batches, settings, run_dir, device, save, validate,
-                 resume=resume is not None, console=console, quiet=quiet, label=command)
-    metrics = {"epochs": result.epochs, "steps": result.steps, "seconds": round(result.seconds, 1),
-               "images_per_s": round(result.images_per_s, 1), "stopped": result.stopped,
-               "best": result.best, "last": result.history[-1] if result.history else {}}
+    result = fit(
+        method,
+        batches,
+        settings,
+        run_dir,
+        device,
+        save,
+        validate,
+        resume=resume is not None,
+        console=console,
+        quiet=quiet,
+        label=command,
+    )
+    metrics = {
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "images_per_s": round(result.images_per_s, 1),
+        "stopped": result.stopped,
+        "best": result.best,
+        "last": result.history[-1] if result.history else {},
+    }
     save("model", metrics)
     return RunResult(run_dir, spec["method"], result, metrics)
 
 
-def pretrain(cfg: Config, out: Path | None = None, resume: Path | None = None,
-             quiet: bool = False, console: Console | None = None) -> RunResult:
+def pretrain(
+    cfg: Config,
+    out: Path | None = None,
+    resume: Path | None = None,
+    quiet: bool = False,
+    console: Console | None = None,
+) -> RunResult:
     """Self-supervised pretraining of an encoder on unlabelled images of the train split."""
     console = console or Console(stderr=True)
     p = cfg.pretrain
     method_cls = METHODS.get(p.method)
     if method_cls.kind != "ssl":
-        raise ConfigError(f"{p.method!r} is not a self-supervised method; "
-                          f"choose one of: {_names('ssl')}")
+        raise ConfigError(
+            f"{p.method!r} is not a self-supervised method; choose one of: {_names('ssl')}"
+        )
     _set_threads_and_seed(cfg.seed)
     image_size = cfg.data.image_size or ENCODERS.get(cfg.encoder.name).default_image_size
     train = load_split(cfg.data, image_size, "train")
     if len(train) < 2:
         raise DataError(f"pretraining needs at least 2 images, {train.origin} has {len(train)}")
     batch_size = min(p.batch_size, len(train))
-    spec = _model_spec(p.method, cfg.encoder.name, image_size, temperature=p.temperature,
-                       hidden_dim=p.hidden_dim, projection_dim=p.projection_dim,
-                       augment_strength=p.augment_strength)
-    method = create_method(p.method, create_encoder(cfg.encoder.name, image_size=image_size),
-                           **spec["method_args"])
+    spec = _model_spec(
+        p.method,
+        cfg.encoder.name,
+        image_size,
+        temperature=p.temperature,
+        hidden_dim=p.hidden_dim,
+        projection_dim=p.projection_dim,
+        augment_strength=p.augment_strength,
+    )
+    method = create_method(
+        p.method, create_encoder(cfg.encoder.name, image_size=image_size), **spec["method_args"]
+    )
     steps = max(1, len(train) // batch_size)
 
     def batches(rng: np.random.Generator) -> Iterator[torch.Tensor]:
@@ -193,8 +248,22 @@ def pretrain(cfg: Config, out: Path | None = None, resume: Path | None = None,
 
     val = _optional_split(cfg.data, image_size, "val")
     validate = _validator(method, val, 1, 200, resolve_device(cfg.device), cfg.seed)
-    return _train("pretrain", cfg, method, spec, train, batches, steps, p.epochs, p, out,
-                  resume, validate, quiet, console)
+    return _train(
+        "pretrain",
+        cfg,
+        method,
+        spec,
+        train,
+        batches,
+        steps,
+        p.epochs,
+        p,
+        out,
+        resume,
+        validate,
+        quiet,
+        console,
+    )
 
 
 def _names(kind: str) -> str:
@@ -209,13 +278,20 @@ def resolve_init(init: str) -> Path | None:
     return Path(init)
 
 
-def finetune(cfg: Config, out: Path | None = None, resume: Path | None = None,
-             quiet: bool = False, console: Console | None = None) -> RunResult:
+def finetune(
+    cfg: Config,
+    out: Path | None = None,
+    resume: Path | None = None,
+    quiet: bool = False,
+    console: Console | None = None,
+) -> RunResult:
     """Episodic N-way K-shot training, from scratch or from a pretrained (or fine-tuned) run."""
     console = console or Console(stderr=True)
     f = cfg.finetune
     if METHODS.get(f.method).kind != "fewshot":
-        raise ConfigError(f"{f.method!r} is not a few-shot method; choose one of: {_names('fewshot')}")
+        raise ConfigError(
+            f"{f.method!r} is not a few-shot method; choose one of: {_names('fewshot')}"
+        )
     _set_threads_and_seed(cfg.seed)
     init = resolve_init(f.init) if resume is None else None
     encoder_name, image_size, init_state = cfg.encoder.name, cfg.data.image_size, None
@@ -231,8 +307,9 @@ def finetune(cfg: Config, out: Path | None = None, resume: Path | None = None,
     train = load_split(cfg.data, image_size, "train")
     sampler = EpisodeSampler(train.labels, f.n_way, f.n_shot, f.n_query, train.class_names)
     spec = _model_spec(f.method, encoder_name, image_size, augment_strength=f.augment_strength)
-    method = create_method(f.method, create_encoder(encoder_name, image_size=image_size),
-                           **spec["method_args"])
+    method = create_method(
+        f.method, create_encoder(encoder_name, image_size=image_size), **spec["method_args"]
+    )
     if init_state is not None:
         method.encoder.load_state_dict(init_state)
         spec["init"] = str(init)
@@ -242,13 +319,34 @@ def finetune(cfg: Config, out: Path | None = None, resume: Path | None = None,
     def batches(rng: np.random.Generator) -> Iterator[Episode]:
         while True:
             ep = sampler.sample(rng)
-            yield Episode(train.floats(torch.from_numpy(ep.support)), ep.support_labels,
-                          train.floats(torch.from_numpy(ep.query)), ep.query_labels, f.n_way)
+            yield Episode(
+                train.floats(torch.from_numpy(ep.support)),
+                ep.support_labels,
+                train.floats(torch.from_numpy(ep.query)),
+                ep.query_labels,
+                f.n_way,
+            )
 
     val = _optional_split(cfg.data, image_size, "val")
-    validate = _validator(method, val, f.n_shot, f.val_episodes, resolve_device(cfg.device), cfg.seed)
-    return _train("finetune", cfg, method, spec, train, batches, f.episodes_per_epoch, f.epochs,
-                  f, out, resume, validate, quiet, console)
+    validate = _validator(
+        method, val, f.n_shot, f.val_episodes, resolve_device(cfg.device), cfg.seed
+    )
+    return _train(
+        "finetune",
+        cfg,
+        method,
+        spec,
+        train,
+        batches,
+        f.episodes_per_epoch,
+        f.epochs,
+        f,
+        out,
+        resume,
+        validate,
+        quiet,
+        console,
+    )
 
 
 @dataclass
@@ -272,8 +370,9 @@ class EvalResult:
         return dict(self.__dict__)
 
 
-def evaluate(cfg: Config, model: Path | None = None, quiet: bool = False,
-             console: Console | None = None) -> EvalResult:
+def evaluate(
+    cfg: Config, model: Path | None = None, quiet: bool = False, console: Console | None = None
+) -> EvalResult:
     """Mean accuracy and 95% CI of N-way K-shot episodes over one split of the data."""
     start = time.perf_counter()
     model = model or latest_run()
@@ -282,13 +381,24 @@ def evaluate(cfg: Config, model: Path | None = None, quiet: bool = False,
     method, meta = load_model(model, device)
     e = cfg.evaluate
     dataset = load_split(cfg.data, meta["preprocessing"]["image_size"], e.split)
-    scores = evaluate_dataset(method, dataset, device, e.n_way, e.n_shot, e.n_query,
-                              e.episodes, cfg.seed)
+    scores = evaluate_dataset(
+        method, dataset, device, e.n_way, e.n_shot, e.n_query, e.episodes, cfg.seed
+    )
     return EvalResult(
-        model=str(model), model_sha256=meta["sha256"], data=dataset.origin, split=e.split,
-        n_classes=len(dataset.class_names), n_images=len(dataset), n_way=e.n_way,
-        n_shot=e.n_shot, n_query=e.n_query, episodes=e.episodes, seed=cfg.seed,
-        accuracy=scores.mean, ci95=scores.ci95, seconds=round(time.perf_counter() - start, 2),
+        model=str(model),
+        model_sha256=meta["sha256"],
+        data=dataset.origin,
+        split=e.split,
+        n_classes=len(dataset.class_names),
+        n_images=len(dataset),
+        n_way=e.n_way,
+        n_shot=e.n_shot,
+        n_query=e.n_query,
+        episodes=e.episodes,
+        seed=cfg.seed,
+        accuracy=scores.mean,
+        ci95=scores.ci95,
+        seconds=round(time.perf_counter() - start, 2),
     )
 
 
@@ -310,8 +420,13 @@ class Prediction:
     error: str | None = None
 
 
-def predict(model: Path | None, support: Path, images: Sequence[Path], device_name: str = "auto",
-            top_k: int = 3) -> list[Prediction]:
+def predict(
+    model: Path | None,
+    support: Path,
+    images: Sequence[Path],
+    device_name: str = "auto",
+    top_k: int = 3,
+) -> list[Prediction]:
     """Label each image by the model's score against the classes of a support folder."""
     model = model or latest_run()
     device = resolve_device(device_name)
@@ -326,8 +441,14 @@ def predict(model: Path | None, support: Path, images: Sequence[Path], device_na
         readable: list[tuple[Path, np.ndarray]] = []
         for path in images:
             try:
-                readable.append((path, decode_sketch(Path(path).read_bytes(), pre["image_size"],
-                                                      pre["invert"], str(path))))
+                readable.append(
+                    (
+                        path,
+                        decode_sketch(
+                            Path(path).read_bytes(), pre["image_size"], pre["invert"], str(path)
+                        ),
+                    )
+                )
             except FileNotFoundError:
                 out.append(Prediction(str(path), None, None, error=f"no such file: {path}"))
             except (SketchshotError, OSError) as exc:
@@ -338,11 +459,16 @@ def predict(model: Path | None, support: Path, images: Sequence[Path], device_na
             probs = method.score(support_emb, labels, query, n_way).softmax(dim=1).cpu()
             for (path, _), p in zip(readable, probs, strict=True):
                 top = p.topk(min(top_k, n_way))
-                scores = {support_set.class_names[i]: round(float(v), 4)
-                          for v, i in zip(top.values, top.indices, strict=True)}
+                scores = {
+                    support_set.class_names[i]: round(float(v), 4)
+                    for v, i in zip(top.values, top.indices, strict=True)
+                }
                 best = int(top.indices[0])
-                out.append(Prediction(str(path), support_set.class_names[best],
-                                      float(top.values[0]), scores))
+                out.append(
+                    Prediction(
+                        str(path), support_set.class_names[best], float(top.values[0]), scores
+                    )
+                )
     order = {str(p): i for i, p in enumerate(images)}
     return sorted(out, key=lambda r: order.get(r.path, 0))
 

@@ -89,6 +89,13 @@ def evaluate_dataset(
 ) -> EpisodeScores:
     embeddings = embed(method, dataset.images, device)
     return score_episodes(
-        method, embeddings, dataset.labels, n_way, n_shot, n_query, episodes, seed,
+        method,
+        embeddings,
+        dataset.labels,
+        n_way,
+        n_shot,
+        n_query,
+        episodes,
+        seed,
         dataset.class_names,
     )

@@ -24,6 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from safetensors.torch import load_file
 
 from sketchshot.checkpoint import load_training_state, save_training_state
 from sketchshot.config import OptimConfig
@@ -51,7 +52,9 @@ def resolve_device(name: str) -> torch.device:
 
 def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -67,10 +70,6 @@ def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: in
         return cfg.gamma ** ((step // steps_per_epoch) // cfg.step_size)
     t = (step - warm) / max(1, total_steps - warm)
     return 0.001 + 0.999 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-
-
-def batch_to(batch: Any, device: torch.device) -> Any:
-    return batch.to(device)
 
 
 @dataclass
@@ -96,6 +95,155 @@ class LoopSettings:
     log_every: int = 50
 
 
+class Trainer:
+    """State of one training run; ``fit`` below is the entry point."""
+
+    def __init__(
+        self,
+        method: Method,
+        batches: BatchFactory,
+        settings: LoopSettings,
+        run_dir: Path,
+        device: torch.device,
+        save_model: ModelSaver,
+        validate: Validator | None,
+    ) -> None:
+        self.method, self.batches, self.settings = method.to(device), batches, settings
+        self.device, self.save_model, self.validate = device, save_model, validate
+        self.params = [p for p in method.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.params, settings.optim)
+        self.total_steps = settings.epochs * settings.steps_per_epoch
+        self.ckpt = run_dir / "checkpoints"
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.loop: dict[str, Any] = {
+            "epoch": 0,
+            "step_in_epoch": 0,
+            "step": 0,
+            "best": None,
+            "best_epoch": None,
+            "seconds": 0.0,
+            "images": 0,
+        }
+        self.history: list[dict[str, Any]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def restore(self) -> None:
+        """Continue from ``checkpoints/last``: weights, optimiser, RNG, counters, best weights."""
+        self.loop = load_training_state(self.ckpt / "last", self.method, self.optimizer)
+        if (self.ckpt / "best.safetensors").exists():
+            self.best_state = load_file(str(self.ckpt / "best.safetensors"))
+        if self.metrics_path.exists():
+            lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
+            self.history = [json.loads(x) for x in lines if '"epoch_end"' in x]
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def save_last(self) -> None:
+        save_training_state(self.ckpt / "last", self.method, self.optimizer, self.loop)
+
+    def step(self, batch: Any) -> dict[str, float]:
+        """One optimiser step: schedule, forward, backward, clip, step, EMA hook."""
+        s, loop = self.settings, self.loop
+        lr = s.optim.lr * lr_factor(s.optim, loop["step"], s.steps_per_epoch, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        out = self.method.training_step(batch.to(self.device))
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {loop['step']}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if s.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, s.optim.grad_clip)
+        self.optimizer.step()
+        self.method.after_step((loop["step"] + 1) / self.total_steps)
+        loop["step"] += 1
+        loop["step_in_epoch"] += 1
+        loop["images"] += len(batch)
+        return {"loss": loss.item(), "lr": lr} | {k: float(v) for k, v in out["metrics"].items()}
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        """Validate, log, keep ``best`` by the monitored value, write ``last``."""
+        s, loop = self.settings, self.loop
+        if self.validate is not None:
+            self.method.eval()
+            record.update(self.validate(self.method))
+        self.log(record)
+        self.history.append(record)
+        loop["epoch"] += 1
+        loop["step_in_epoch"] = 0
+        score = record.get(s.monitor)
+        if score is not None and (
+            loop["best"] is None
+            or (score < loop["best"] if s.monitor == "loss" else score > loop["best"])
+        ):
+            loop["best"], loop["best_epoch"] = score, loop["epoch"]
+            self.best_state = {
+                k: v.detach().cpu().clone() for k, v in self.method.state_dict().items()
+            }
+            self.save_model("checkpoints/best", record)
+        if s.checkpoint_every and loop["epoch"] % s.checkpoint_every == 0:
+            self.save_model(f"checkpoints/epoch_{loop['epoch']}", record)
+        self.save_last()
+
+    def run(self, progress: Progress, label: str) -> str:
+        """Epochs until done or out of time; returns why it stopped ("done" or "time")."""
+        s, loop = self.settings, self.loop
+        start = time.perf_counter() - loop["seconds"]
+        first = (loop["images"], loop["seconds"])
+        task = progress.add_task(label, total=self.total_steps, completed=loop["step"], status="")
+        while loop["epoch"] < s.epochs:
+            self.method.train()
+            batches = self.batches(np.random.default_rng([s.seed, loop["epoch"]]))
+            for _ in range(loop["step_in_epoch"]):  # resumed mid-epoch: skip what was done
+                next(batches)
+            sums: dict[str, float] = {}
+            for batch in batches:
+                if loop["step_in_epoch"] >= s.steps_per_epoch:
+                    break
+                values = self.step(batch)
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                loop["seconds"] = time.perf_counter() - start
+                rate = (loop["images"] - first[0]) / max(1e-9, loop["seconds"] - first[1])
+                shown = " ".join(f"{k} {v:.3g}" for k, v in values.items() if k != "lr")
+                progress.update(
+                    task, advance=1, status=f"ep {loop['epoch'] + 1} {shown} {rate:.0f} img/s"
+                )
+                if loop["step"] % s.log_every == 0:
+                    self.log(
+                        {
+                            "step": loop["step"],
+                            "epoch": loop["epoch"],
+                            **values,
+                            "images_per_s": rate,
+                            "seconds": loop["seconds"],
+                        }
+                    )
+                if s.max_minutes and loop["seconds"] > s.max_minutes * 60:
+                    break
+            n = max(1, loop["step_in_epoch"])
+            record = {
+                "event": "epoch_end",
+                "epoch": loop["epoch"] + 1,
+                "step": loop["step"],
+                **{k: v / n for k, v in sums.items()},
+                "seconds": loop["seconds"],
+            }
+            self.end_epoch(record)
+            progress.update(
+                task,
+                status=" ".join(
+                    f"{k} {v:.3g}" for k, v in record.items() if k in ("loss", s.monitor)
+                ),
+            )
+            if s.max_minutes and loop["seconds"] > s.max_minutes * 60:
+                return "time"
+        return "done"
+
+
 def fit(
     method: Method,
     batches: BatchFactory,
@@ -114,126 +262,39 @@ def fit(
     ``batches(rng)`` yields one epoch's batches; its generator is seeded by (seed, epoch), so a
     resumed run sees the same batches. After every epoch: validation (if any), the ``last``
     training state, ``best`` weights by ``settings.monitor``; the best weights are loaded back
-    into ``method`` at the end."""
-    console = console or Console(stderr=True)
-    method.to(device)
-    params = [p for p in method.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, settings.optim)
-    total_steps = settings.epochs * settings.steps_per_epoch
-    ckpt = run_dir / "checkpoints"
-    metrics_path = run_dir / "metrics.jsonl"
-    loop: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "step": 0, "best": None,
-                            "seconds": 0.0, "images": 0}
-    history: list[dict[str, float]] = []
-    best_state: dict[str, torch.Tensor] | None = None
+    into ``method`` at the end. Ctrl-C writes ``last`` and raises ``TrainingInterrupted``."""
+    trainer = Trainer(method, batches, settings, run_dir, device, save_model, validate)
     if resume:
-        loop = load_training_state(ckpt / "last", method, optimizer)
-        if (ckpt / "best.safetensors").exists():
-            from safetensors.torch import load_file
-
-            best_state = load_file(str(ckpt / "best.safetensors"))
-        history = [json.loads(line) for line in metrics_path.read_text().splitlines()
-                   if '"epoch_end"' in line] if metrics_path.exists() else []
-    better = (lambda a, b: a < b) if settings.monitor == "loss" else (lambda a, b: a > b)
-
-    def log(record: dict[str, Any]) -> None:
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def save_last() -> None:
-        save_training_state(ckpt / "last", method, optimizer, loop)
-
-    start = time.perf_counter() - loop["seconds"]
-    images_at_start, seconds_at_start = loop["images"], loop["seconds"]
-    stopped = "done"
+        trainer.restore()
+    images0, seconds0 = trainer.loop["images"], trainer.loop["seconds"]
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-        console=console, disable=quiet, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console or Console(stderr=True),
+        disable=quiet,
     )
     try:
         with progress:
-            task = progress.add_task(label, total=total_steps, completed=loop["step"], status="")
-            while loop["epoch"] < settings.epochs and stopped == "done":
-                epoch = loop["epoch"]
-                method.train()
-                rng = np.random.default_rng([settings.seed, epoch])
-                epoch_batches = batches(rng)
-                for _ in range(loop["step_in_epoch"]):  # resumed mid-epoch: skip what was done
-                    next(epoch_batches)
-                sums: dict[str, float] = {}
-                count = 0
-                for batch in epoch_batches:
-                    if loop["step_in_epoch"] >= settings.steps_per_epoch:
-                        break
-                    lr = settings.optim.lr * lr_factor(
-                        settings.optim, loop["step"], settings.steps_per_epoch, total_steps
-                    )
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr * group.get("lr_scale", 1.0)
-                    out = method.training_step(batch_to(batch, device))
-                    loss = out["loss"]
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss became {loss.item()} at step {loop['step']}")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if settings.optim.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(params, settings.optim.grad_clip)
-                    optimizer.step()
-                    method.after_step((loop["step"] + 1) / total_steps)
-                    values = {"loss": loss.item()} | {k: float(v) for k, v in out["metrics"].items()}
-                    for k, v in values.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    count += 1
-                    loop["step"] += 1
-                    loop["step_in_epoch"] += 1
-                    loop["images"] += len(batch)
-                    loop["seconds"] = time.perf_counter() - start
-                    rate = (loop["images"] - images_at_start) / max(
-                        1e-9, loop["seconds"] - seconds_at_start
-                    )
-                    status = " ".join(f"{k} {v:.3g}" for k, v in values.items())
-                    progress.update(task, advance=1, status=f"ep {epoch + 1} {status} {rate:.0f} img/s")
-                    if loop["step"] % settings.log_every == 0:
-                        log({"step": loop["step"], "epoch": epoch, "lr": lr, **values,
-                             "images_per_s": rate, "seconds": loop["seconds"]})
-                    if settings.max_minutes and loop["seconds"] > settings.max_minutes * 60:
-                        stopped = "time"
-                        break
-                record = {"event": "epoch_end", "epoch": epoch + 1, "step": loop["step"],
-                          **{k: v / max(count, 1) for k, v in sums.items()},
-                          "seconds": loop["seconds"]}
-                if validate is not None:
-                    method.eval()
-                    record.update(validate(method))
-                    progress.update(task, status=" ".join(
-                        f"{k} {v:.3g}" for k, v in record.items() if k.startswith("val")))
-                log(record)
-                history.append(record)
-                loop["epoch"] += 1
-                loop["step_in_epoch"] = 0
-                score = record.get(settings.monitor)
-                if score is not None and (loop["best"] is None or better(score, loop["best"])):
-                    loop["best"] = score
-                    loop["best_epoch"] = epoch + 1
-                    best_state = {k: v.detach().cpu().clone()
-                                  for k, v in method.state_dict().items()}
-                    save_model("checkpoints/best", record)
-                if settings.checkpoint_every and loop["epoch"] % settings.checkpoint_every == 0:
-                    save_model(f"checkpoints/epoch_{loop['epoch']}", record)
-                save_last()
+            stopped = trainer.run(progress, label)
     except KeyboardInterrupt:
-        save_last()
+        trainer.save_last()
         raise TrainingInterrupted(
-            f"interrupted; progress saved to {ckpt / 'last'}; continue with --resume {run_dir}"
+            f"interrupted; progress saved to {trainer.ckpt / 'last'}; "
+            f"continue with --resume {run_dir}"
         ) from None
-    if best_state is not None:
-        method.load_state_dict(best_state)
-    seconds = loop["seconds"]
-    done_images = loop["images"] - images_at_start
+    if trainer.best_state is not None:
+        method.load_state_dict(trainer.best_state)
+    loop = trainer.loop
     return FitResult(
-        epochs=loop["epoch"], steps=loop["step"], seconds=seconds,
-        images_per_s=done_images / max(1e-9, seconds - seconds_at_start),
-        stopped=stopped, history=history,
-        best={"epoch": loop.get("best_epoch", loop["epoch"]), settings.monitor: loop["best"]},
+        epochs=loop["epoch"],
+        steps=loop["step"],
+        seconds=loop["seconds"],
+        images_per_s=(loop["images"] - images0) / max(1e-9, loop["seconds"] - seconds0),
+        stopped=stopped,
+        history=trainer.history,
+        best={"epoch": loop["best_epoch"], settings.monitor: loop["best"]},
     )

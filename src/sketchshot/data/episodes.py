@@ -94,8 +94,12 @@ class EpisodeSampler:
             support.append(pick[: self.n_shot])
             query.append(pick[self.n_shot :])
         return EpisodeIndex(
-            classes, np.concatenate(support), np.concatenate(query),
-            self.n_way, self.n_shot, self.n_query,
+            classes,
+            np.concatenate(support),
+            np.concatenate(query),
+            self.n_way,
+            self.n_shot,
+            self.n_query,
         )
 
     def episodes(self, count: int, rng: np.random.Generator) -> Iterator[EpisodeIndex]:

@@ -19,7 +19,9 @@ from sketchshot.errors import DataError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def decode_sketch(data: bytes, size: int, invert: Literal["auto", "yes", "no"], name: str) -> np.ndarray:
+def decode_sketch(
+    data: bytes, size: int, invert: Literal["auto", "yes", "no"], name: str
+) -> np.ndarray:
     """Bytes of one image -> uint8 [size, size], strokes bright on dark.
 
     Non-square images are padded with their background to a square first, so shapes keep
@@ -50,9 +52,8 @@ def decode_sketch(data: bytes, size: int, invert: Literal["auto", "yes", "no"], 
 
 
 def _is_image(path: PurePosixPath) -> bool:
-    return (
-        path.suffix.lower() in IMAGE_SUFFIXES
-        and not any(p.startswith(".") or p == "__MACOSX" for p in path.parts)
+    return path.suffix.lower() in IMAGE_SUFFIXES and not any(
+        p.startswith(".") or p == "__MACOSX" for p in path.parts
     )
 
 
@@ -61,7 +62,9 @@ def _list_entries(source: Path) -> tuple[list[PurePosixPath], zipfile.ZipFile | 
         raise DataError(f"data path does not exist: {source}")
     if source.is_dir():
         files = sorted(
-            PurePosixPath(p.relative_to(source).as_posix()) for p in source.rglob("*") if p.is_file()
+            PurePosixPath(p.relative_to(source).as_posix())
+            for p in source.rglob("*")
+            if p.is_file()
         )
         return [f for f in files if _is_image(f)], None
     if zipfile.is_zipfile(source):

@@ -33,7 +33,9 @@ def glyph_strokes(seed: int, class_index: int) -> list[np.ndarray]:
         if kind == "line":
             p0 = rng.uniform(0.15, 0.85, 2)
             direction = rng.normal(size=2)
-            p1 = np.clip(p0 + direction / np.linalg.norm(direction) * rng.uniform(0.3, 0.6), 0.1, 0.9)
+            p1 = np.clip(
+                p0 + direction / np.linalg.norm(direction) * rng.uniform(0.3, 0.6), 0.1, 0.9
+            )
             pts = p0 + t * (p1 - p0)
         elif kind == "polyline":
             corners = rng.uniform(0.15, 0.85, (rng.integers(3, 5), 2))
@@ -50,7 +52,9 @@ def glyph_strokes(seed: int, class_index: int) -> list[np.ndarray]:
         else:
             c = rng.uniform(0.15, 0.85, (4, 2))
             pts = (
-                (1 - t) ** 3 * c[0] + 3 * (1 - t) ** 2 * t * c[1] + 3 * (1 - t) * t**2 * c[2]
+                (1 - t) ** 3 * c[0]
+                + 3 * (1 - t) ** 2 * t * c[1]
+                + 3 * (1 - t) * t**2 * c[2]
                 + t**3 * c[3]
             )
         strokes.append(pts)
@@ -61,7 +65,9 @@ def glyph_strokes(seed: int, class_index: int) -> list[np.ndarray]:
     return [(pts - (low + high) / 2) * scale + 0.5 for pts in strokes]
 
 
-def drawer_version(strokes: list[np.ndarray], seed: int, class_index: int, drawer: int) -> tuple[list[np.ndarray], float]:
+def drawer_version(
+    strokes: list[np.ndarray], seed: int, class_index: int, drawer: int
+) -> tuple[list[np.ndarray], float]:
     """One drawer's rendition of a template: deformed strokes and a relative line width."""
     rng = _rng(seed, class_index, drawer + 1)
     freqs = rng.normal(0.0, 3.0, (3, 2))

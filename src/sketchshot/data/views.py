@@ -35,7 +35,10 @@ class SketchAugment(nn.Module):
         self.strength = strength
         self.rotation, self.scale, self.shear, self.translate = rotation, scale, shear, translate
         self.thickness_p, self.erase_p, self.erase_area, self.flip = (
-            thickness_p, erase_p, erase_area, flip,
+            thickness_p,
+            erase_p,
+            erase_area,
+            flip,
         )
 
     def _uniform(self, n: int, limit: float, device: torch.device) -> torch.Tensor:
@@ -84,8 +87,10 @@ class SketchAugment(nn.Module):
         rows = torch.arange(h, device=device).view(1, h, 1)
         cols = torch.arange(w, device=device).view(1, 1, w)
         inside = (
-            (rows >= top.view(b, 1, 1)) & (rows < (top + eh).view(b, 1, 1))
-            & (cols >= left.view(b, 1, 1)) & (cols < (left + ew).view(b, 1, 1))
+            (rows >= top.view(b, 1, 1))
+            & (rows < (top + eh).view(b, 1, 1))
+            & (cols >= left.view(b, 1, 1))
+            & (cols < (left + ew).view(b, 1, 1))
         )
         apply = (torch.rand(b, device=device) < self.erase_p).view(b, 1, 1)
         return x.masked_fill((inside & apply).unsqueeze(1), 0.0)

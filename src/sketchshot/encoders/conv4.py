@@ -27,8 +27,10 @@ class Conv4(Encoder):
     def __init__(self, width: int = 64, image_size: int = 28) -> None:
         super().__init__()
         self.blocks = nn.Sequential(
-            conv_block(1, width), conv_block(width, width),
-            conv_block(width, width), conv_block(width, width),
+            conv_block(1, width),
+            conv_block(width, width),
+            conv_block(width, width),
+            conv_block(width, width),
         )
         side = image_size
         for _ in range(4):

@@ -16,6 +16,7 @@ from sketchshot.registry import Registry
 
 METHODS: Registry[Method] = Registry("method")
 
+COSINE_TEMPERATURE = 0.1
 StepOutput = dict[str, Any]  # {"loss": scalar tensor, "metrics": {name: scalar tensor}}
 
 
@@ -38,9 +39,10 @@ class Method(nn.Module):
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int
     ) -> torch.Tensor:
         """Logits [Q, n_way] of query embeddings [Q, D] given support embeddings [S, D] and
-        their labels [S] in 0..n_way-1. The default is cosine similarity to class prototypes."""
+        their labels [S] in 0..n_way-1. The default is cosine similarity to class prototypes,
+        divided by ``COSINE_TEMPERATURE`` so that a softmax gives usable confidences."""
         protos = F.normalize(prototypes(support, support_labels, n_way), dim=-1)
-        return F.normalize(query, dim=-1) @ protos.T
+        return F.normalize(query, dim=-1) @ protos.T / COSINE_TEMPERATURE
 
 
 def prototypes(support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:

@@ -62,6 +62,11 @@ class DataConfig(Frozen):
 
 class EncoderConfig(Frozen):
     name: str = Field("conv4", description="encoder registry name")
+    init: str = Field(
+        "random",
+        description="'random', 'imagenet' (ResNets; torch hub cache, downloaded if missing), "
+        "or the path of a state dict (.pth/.safetensors)",
+    )
 
 
 class OptimConfig(Frozen):
@@ -80,9 +85,11 @@ class PretrainConfig(Frozen):
     method: str = Field("simclr", description="self-supervised method registry name")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(256, ge=2)
-    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature")
-    hidden_dim: int = Field(512, ge=1, description="projection MLP hidden width")
+    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature (SimCLR)")
+    hidden_dim: int = Field(512, ge=1, description="projector/predictor MLP hidden width")
     projection_dim: int = Field(128, ge=1, description="projection output width")
+    ema_decay: float = Field(0.996, ge=0, le=1, description="BYOL target EMA decay")
+    ema_cosine: bool = Field(True, description="BYOL: ramp the EMA decay to 1.0 (cosine)")
     augment_strength: float = Field(1.0, ge=0, le=2, description="strength of the sketch views")
     max_minutes: float | None = Field(None, gt=0, description="stop after this wall time")
     checkpoint_every: int = Field(0, ge=0, description="also keep epoch_N every N epochs; 0: off")

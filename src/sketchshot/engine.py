@@ -20,10 +20,10 @@ from sketchshot.data import SketchDataset, load_dataset
 from sketchshot.data.dataset import CONVENTION, PIXEL_MEAN, PIXEL_STD
 from sketchshot.data.episodes import Episode, EpisodeSampler
 from sketchshot.data.folder import decode_sketch, load_image_folder
-from sketchshot.encoders import ENCODERS, create_encoder
+from sketchshot.encoders import ENCODERS, create_encoder, initialise_encoder
 from sketchshot.errors import CheckpointError, ConfigError, DataError, SketchshotError
 from sketchshot.evaluation import embed, evaluate_dataset, score_episodes
-from sketchshot.methods import METHODS, Method, create_method
+from sketchshot.methods import METHODS, Method, create_method, method_arguments
 from sketchshot.training import FitResult, LoopSettings, fit, resolve_device
 
 RUNS = Path("runs")
@@ -227,18 +227,12 @@ def pretrain(
     if len(train) < 2:
         raise DataError(f"pretraining needs at least 2 images, {train.origin} has {len(train)}")
     batch_size = min(p.batch_size, len(train))
-    spec = _model_spec(
-        p.method,
-        cfg.encoder.name,
-        image_size,
-        temperature=p.temperature,
-        hidden_dim=p.hidden_dim,
-        projection_dim=p.projection_dim,
-        augment_strength=p.augment_strength,
-    )
+    spec = _model_spec(p.method, cfg.encoder.name, image_size, **method_arguments(p.method, p))
     method = create_method(
         p.method, create_encoder(cfg.encoder.name, image_size=image_size), **spec["method_args"]
     )
+    if resume is None:
+        spec["init"] = initialise_encoder(method.encoder, cfg.encoder.init)
     steps = max(1, len(train) // batch_size)
 
     def batches(rng: np.random.Generator) -> Iterator[torch.Tensor]:
@@ -271,7 +265,8 @@ def _names(kind: str) -> str:
 
 
 def resolve_init(init: str) -> Path | None:
-    if init == "scratch":
+    """The run folder to start a fine-tune from; None for 'scratch' and 'imagenet'."""
+    if init in ("scratch", "imagenet"):
         return None
     if init == "latest":
         return latest_run("ssl")
@@ -306,15 +301,18 @@ def finetune(
     image_size = image_size or ENCODERS.get(encoder_name).default_image_size
     train = load_split(cfg.data, image_size, "train")
     sampler = EpisodeSampler(train.labels, f.n_way, f.n_shot, f.n_query, train.class_names)
-    spec = _model_spec(f.method, encoder_name, image_size, augment_strength=f.augment_strength)
+    spec = _model_spec(f.method, encoder_name, image_size, **method_arguments(f.method, f))
     method = create_method(
         f.method, create_encoder(encoder_name, image_size=image_size), **spec["method_args"]
     )
     if init_state is not None:
         method.encoder.load_state_dict(init_state)
         spec["init"] = str(init)
-        if not quiet:
-            console.print(f"encoder initialised from {init}")
+    elif resume is None:
+        encoder_init = "imagenet" if f.init == "imagenet" else cfg.encoder.init
+        spec["init"] = initialise_encoder(method.encoder, encoder_init)
+    if not quiet and spec.get("init", "random") != "random":
+        console.print(f"encoder initialised from {spec['init']}")
 
     def batches(rng: np.random.Generator) -> Iterator[Episode]:
         while True:

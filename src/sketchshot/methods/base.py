@@ -5,6 +5,7 @@ training loop (``sketchshot.training.fit``) and ``score(...)`` to episode evalua
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -51,6 +52,13 @@ def prototypes(support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch
     sums.index_add_(0, labels, support)
     counts = torch.bincount(labels, minlength=n_way).clamp(min=1).to(support.dtype)
     return sums / counts[:, None]
+
+
+def method_arguments(name: str, section: Any) -> dict[str, Any]:
+    """The fields of a config section (a pydantic model) that method ``name`` takes."""
+    params = inspect.signature(METHODS.get(name)).parameters
+    fields = type(section).model_fields
+    return {k: getattr(section, k) for k in params if k != "encoder" and k in fields}
 
 
 def create_method(name: str, encoder: Encoder, **kwargs: Any) -> Method:

@@ -5,6 +5,7 @@ torch is imported only inside commands, so ``sketchshot --help`` answers at once
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,7 +135,9 @@ FractionsOpt = Annotated[
 EncoderOpt = Annotated[
     str | None,
     typer.Option(
-        "--encoder", help="Encoder: conv4 or resnet18. [default: conv4]", show_default=False
+        "--encoder",
+        help="Encoder: conv4, sketch_cnn, resnet18, resnet34 or resnet50. [default: conv4]",
+        show_default=False,
     ),
 ]
 EpochsOpt = Annotated[
@@ -148,6 +151,46 @@ MinutesOpt = Annotated[
     typer.Option(
         "--max-minutes",
         help="Stop training after this much wall time, keeping what was learnt.",
+        show_default=False,
+    ),
+]
+AmpOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--amp",
+        help="Mixed precision on CUDA: off, bf16 or fp16 (ignored on the CPU).",
+        show_default=False,
+    ),
+]
+ChannelsLastOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--channels-last",
+        help="Channels-last memory format on CUDA (ignored on the CPU).",
+        show_default=False,
+    ),
+]
+OptimizerOpt = Annotated[
+    str | None,
+    typer.Option("--optimizer", help="adam, adamw or sgd (momentum).", show_default=False),
+]
+ScheduleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--schedule", help="Learning-rate schedule: cosine, step or constant.", show_default=False
+    ),
+]
+WarmupOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--warmup-epochs", help="Epochs of linear learning-rate warm-up.", show_default=False
+    ),
+]
+CheckpointEveryOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--checkpoint-every",
+        help="Also keep checkpoints/epoch_N every N epochs.",
         show_default=False,
     ),
 ]
@@ -232,6 +275,22 @@ def _data_overrides(data, image_size, classes, exclude, train_c, val_c, test_c, 
     }
 
 
+def _training_overrides(
+    section: str, epochs, lr, max_minutes, optimizer, schedule, warmup, every, amp, channels_last
+) -> dict[str, Any]:
+    return {
+        f"{section}.epochs": epochs,
+        f"{section}.optim.lr": lr,
+        f"{section}.max_minutes": max_minutes,
+        f"{section}.optim.optimizer": optimizer,
+        f"{section}.optim.schedule": schedule,
+        f"{section}.optim.warmup_epochs": warmup,
+        f"{section}.checkpoint_every": every,
+        f"{section}.amp": amp,
+        f"{section}.channels_last": channels_last,
+    }
+
+
 def _config(config: Path | None, overrides: dict[str, Any], base: Config | None = None) -> Config:
     return resolve_config(config, overrides, base=base)
 
@@ -246,6 +305,8 @@ def _resume_base(resume: Path | None) -> Config | None:
 
 
 def _emit(as_json: bool, payload: Any, human: Callable[[Console], None]) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
+        return
     if as_json:
         print(json.dumps(payload, default=str))
     else:
@@ -261,7 +322,9 @@ def pretrain(
     method: Annotated[
         str | None,
         typer.Option(
-            "--method", help="Self-supervised method: simclr. [default: simclr]", show_default=False
+            "--method",
+            help="Self-supervised method: simclr or byol. [default: simclr]",
+            show_default=False,
         ),
     ] = None,
     encoder: EncoderOpt = None,
@@ -286,11 +349,41 @@ def pretrain(
     temperature: Annotated[
         float | None,
         typer.Option(
-            "--temperature", help="NT-Xent temperature. [default: 0.5]", show_default=False
+            "--temperature", help="SimCLR NT-Xent temperature. [default: 0.5]", show_default=False
+        ),
+    ] = None,
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(
+            "--ema-decay", help="BYOL target EMA decay. [default: 0.996]", show_default=False
+        ),
+    ] = None,
+    unique_class_batches: Annotated[
+        bool | None,
+        typer.Option(
+            "--unique-class-batches",
+            help="Batches whose images all come from different classes (uses the "
+            "labels only to avoid same-class negatives).",
+            show_default=False,
+        ),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Encoder start: random, imagenet (ResNets; torch hub "
+            "cache, downloaded if missing) or a state-dict file. [default: random]",
+            show_default=False,
         ),
     ] = None,
     augment_strength: AugmentOpt = None,
     max_minutes: MinutesOpt = None,
+    optimizer: OptimizerOpt = None,
+    schedule: ScheduleOpt = None,
+    warmup_epochs: WarmupOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    amp: AmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
     resume: ResumeOpt = None,
     config: ConfigOpt = None,
     out: OutOpt = None,
@@ -306,12 +399,24 @@ def pretrain(
             {
                 "pretrain.method": method,
                 "encoder.name": encoder,
-                "pretrain.epochs": epochs,
                 "pretrain.batch_size": batch_size,
-                "pretrain.optim.lr": lr,
                 "pretrain.temperature": temperature,
+                "pretrain.ema_decay": ema_decay,
+                "pretrain.unique_class_batches": unique_class_batches,
+                "encoder.init": init,
                 "pretrain.augment_strength": augment_strength,
-                "pretrain.max_minutes": max_minutes,
+                **_training_overrides(
+                    "pretrain",
+                    epochs,
+                    lr,
+                    max_minutes,
+                    optimizer,
+                    schedule,
+                    warmup_epochs,
+                    checkpoint_every,
+                    amp,
+                    channels_last,
+                ),
                 "seed": seed,
                 "device": device,
                 **_data_overrides(
@@ -352,8 +457,8 @@ def finetune(
         str | None,
         typer.Option(
             "--init",
-            help="'scratch', 'latest' (the newest pretrain run) or a run folder whose "
-            "encoder to start from. [default: scratch]",
+            help="'scratch', 'imagenet' (ResNets), 'latest' (the newest pretrain run) or a run "
+            "folder whose encoder to start from. [default: scratch]",
             show_default=False,
         ),
     ] = None,
@@ -390,6 +495,12 @@ def finetune(
     lr: LrOpt = None,
     augment_strength: AugmentOpt = None,
     max_minutes: MinutesOpt = None,
+    optimizer: OptimizerOpt = None,
+    schedule: ScheduleOpt = None,
+    warmup_epochs: WarmupOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
+    amp: AmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
     resume: ResumeOpt = None,
     config: ConfigOpt = None,
     out: OutOpt = None,
@@ -410,10 +521,19 @@ def finetune(
                 "finetune.n_shot": shots,
                 "finetune.n_query": queries,
                 "finetune.episodes_per_epoch": episodes,
-                "finetune.epochs": epochs,
-                "finetune.optim.lr": lr,
                 "finetune.augment_strength": augment_strength,
-                "finetune.max_minutes": max_minutes,
+                **_training_overrides(
+                    "finetune",
+                    epochs,
+                    lr,
+                    max_minutes,
+                    optimizer,
+                    schedule,
+                    warmup_epochs,
+                    checkpoint_every,
+                    amp,
+                    channels_last,
+                ),
                 "seed": seed,
                 "device": device,
                 **_data_overrides(

@@ -81,33 +81,44 @@ class OptimConfig(Frozen):
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm; None: no clip")
 
 
-class PretrainConfig(Frozen):
-    method: str = Field("simclr", description="self-supervised method registry name")
+class TrainingConfig(Frozen):
+    """What the one training loop reads, shared by pretraining and fine-tuning."""
+
     epochs: int = Field(20, ge=1)
+    max_minutes: float | None = Field(None, gt=0, description="stop after this wall time")
+    checkpoint_every: int = Field(0, ge=0, description="also keep epoch_N every N epochs; 0: off")
+    val_every: int = Field(1, ge=1, description="validation (kNN monitor) every N epochs")
+    val_episodes: int = Field(200, ge=0, description="5-way validation episodes; 0: none")
+    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA")
+    channels_last: bool = Field(False, description="channels-last memory format on CUDA")
+    optim: OptimConfig = OptimConfig()
+
+
+class PretrainConfig(TrainingConfig):
+    method: str = Field("simclr", description="self-supervised method registry name")
     batch_size: int = Field(256, ge=2)
+    unique_class_batches: bool = Field(
+        False, description="with labels, every image of a batch from a different class"
+    )
     temperature: float = Field(0.5, gt=0, description="NT-Xent temperature (SimCLR)")
+    gather_negatives: bool = Field(False, description="SimCLR under DDP: negatives of all ranks")
     hidden_dim: int = Field(512, ge=1, description="projector/predictor MLP hidden width")
     projection_dim: int = Field(128, ge=1, description="projection output width")
     ema_decay: float = Field(0.996, ge=0, le=1, description="BYOL target EMA decay")
     ema_cosine: bool = Field(True, description="BYOL: ramp the EMA decay to 1.0 (cosine)")
     augment_strength: float = Field(1.0, ge=0, le=2, description="strength of the sketch views")
-    max_minutes: float | None = Field(None, gt=0, description="stop after this wall time")
-    checkpoint_every: int = Field(0, ge=0, description="also keep epoch_N every N epochs; 0: off")
-    optim: OptimConfig = OptimConfig()
 
 
-class FinetuneConfig(Frozen):
+class FinetuneConfig(TrainingConfig):
     method: str = Field("protonet", description="few-shot method registry name")
-    init: str = Field("scratch", description="'scratch', 'latest' pretrain run, or a run folder")
+    init: str = Field(
+        "scratch", description="'scratch', 'imagenet', 'latest' pretrain run, or a run folder"
+    )
     n_way: int = Field(20, ge=2)
     n_shot: int = Field(1, ge=1)
     n_query: int = Field(5, ge=1)
     episodes_per_epoch: int = Field(100, ge=1)
-    epochs: int = Field(20, ge=1)
-    val_episodes: int = Field(200, ge=0, description="5-way validation episodes after each epoch")
     augment_strength: float = Field(0.5, ge=0, le=2, description="affine jitter of episodes")
-    max_minutes: float | None = Field(None, gt=0, description="stop after this wall time")
-    checkpoint_every: int = Field(0, ge=0, description="also keep epoch_N every N epochs; 0: off")
     optim: OptimConfig = OptimConfig(schedule="step", step_size=10, gamma=0.5)
 
 

@@ -14,27 +14,21 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from sketchshot.checkpoint import load_model, read_sidecar, save_model
-from sketchshot.config import Config, DataConfig, Split, to_toml
+from sketchshot.checkpoint import load_model, read_sidecar
+from sketchshot.config import Config, DataConfig, Split
 from sketchshot.data import SketchDataset, load_dataset
-from sketchshot.data.dataset import CONVENTION, PIXEL_MEAN, PIXEL_STD
+from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
 from sketchshot.data.episodes import Episode, EpisodeSampler
 from sketchshot.data.folder import decode_sketch, load_image_folder
+from sketchshot.data.splits import take_split
+from sketchshot.distributed import DistContext, resolve_device
 from sketchshot.encoders import ENCODERS, create_encoder, initialise_encoder
-from sketchshot.errors import CheckpointError, ConfigError, DataError, SketchshotError
-from sketchshot.evaluation import embed, evaluate_dataset, score_episodes
-from sketchshot.methods import METHODS, Method, create_method, method_arguments
-from sketchshot.training import FitResult, LoopSettings, fit, resolve_device
+from sketchshot.errors import ConfigError, DataError, SketchshotError
+from sketchshot.evaluation import embed, evaluate_dataset
+from sketchshot.methods import METHODS, create_method, method_arguments
+from sketchshot.runs import RunResult, latest_run, model_spec, train_run
 
-RUNS = Path("runs")
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    method: str
-    fit: FitResult
-    metrics: dict[str, Any] = field(default_factory=dict)
+__all__ = ["RunResult", "evaluate", "finetune", "info", "predict", "pretrain"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -44,91 +38,9 @@ def _cached_glyphs(cfg: DataConfig, image_size: int) -> SketchDataset:
 
 def load_split(cfg: DataConfig, image_size: int, split: Split) -> SketchDataset:
     """One split of the configured data; the built-in glyphs are generated once per process."""
-    from sketchshot.data.splits import take_split
-
     if cfg.source == "builtin":
         return take_split(_cached_glyphs(cfg, image_size), cfg, split)
     return load_dataset(cfg, image_size, split)
-
-
-def _set_threads_and_seed(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def new_run_dir(out: Path | None, command: str, method: str) -> Path:
-    if out is None:
-        out = RUNS / f"{command}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if out.exists() and any((out / n).exists() for n in ("model.json", "checkpoints")):
-        raise ConfigError(f"{out} already holds a run; choose another --out or use --resume {out}")
-    return out
-
-
-def latest_run(kind: str | None = None, root: Path = RUNS) -> Path:
-    """The most recently written run folder under ``root`` (of ``kind`` 'ssl'/'fewshot')."""
-    candidates = []
-    for sidecar in root.glob("*/model.json"):
-        try:
-            meta = read_sidecar(sidecar)
-        except CheckpointError:
-            continue
-        if kind is None or meta.get("model", {}).get("kind") == kind:
-            candidates.append((sidecar.stat().st_mtime, sidecar.parent))
-    if not candidates:
-        what = {"ssl": "pretrain", "fewshot": "finetune"}.get(kind or "", "saved")
-        raise CheckpointError(f"no {what} run found under {root}/; pass a run folder explicitly")
-    return max(candidates)[1]
-
-
-def _model_spec(method_name: str, encoder_name: str, image_size: int, **method_args: Any) -> dict:
-    return {
-        "method": method_name,
-        "kind": METHODS.get(method_name).kind,
-        "method_args": method_args,
-        "encoder": encoder_name,
-        "encoder_args": {"image_size": image_size},
-    }
-
-
-def _sidecar(spec: dict, cfg: Config, image_size: int, dataset: SketchDataset) -> dict[str, Any]:
-    return {
-        "model": spec,
-        "preprocessing": {
-            "image_size": image_size,
-            "invert": cfg.data.invert,
-            "mean": PIXEL_MEAN,
-            "std": PIXEL_STD,
-            "convention": CONVENTION,
-        },
-        "class_names": list(dataset.class_names),
-        "data": {"origin": dataset.origin, "images": len(dataset)},
-        "config": cfg.model_dump(mode="json"),
-    }
-
-
-def _validator(
-    method: Method,
-    val: SketchDataset | None,
-    n_shot: int,
-    episodes: int,
-    device: torch.device,
-    seed: int,
-):
-    """5-way (or fewer) validation episodes on held-out classes, scored on cached embeddings."""
-    if val is None or episodes == 0 or len(val.class_names) < 2:
-        return None
-    n_way = min(5, len(val.class_names))
-    n_query = min(5, int(val.counts().min()) - n_shot)
-    if n_query < 1:  # validation classes too small for an episode: train without it
-        return None
-
-    def validate(m: Method) -> dict[str, float]:
-        scores = score_episodes(
-            m, embed(m, val.images, device), val.labels, n_way, n_shot, n_query, episodes, seed
-        )
-        return {"val_acc": scores.mean}
-
-    return validate
 
 
 def _optional_split(cfg: DataConfig, image_size: int, split: Split) -> SketchDataset | None:
@@ -138,72 +50,11 @@ def _optional_split(cfg: DataConfig, image_size: int, split: Split) -> SketchDat
         return None
 
 
-def _train(
-    command: str,
-    cfg: Config,
-    method: Method,
-    spec: dict,
-    train: SketchDataset,
-    batches,
-    steps_per_epoch: int,
-    epochs: int,
-    section: Any,
-    out: Path | None,
-    resume: Path | None,
-    validate,
-    quiet: bool,
-    console: Console,
-) -> RunResult:
-    """What pretrain and finetune share: the run folder, ``fit``, and the saved model."""
-    run_dir = resume if resume is not None else new_run_dir(out, command, spec["method"])
-    device = resolve_device(cfg.device)
-    image_size = spec["encoder_args"]["image_size"]
-    sidecar = _sidecar(spec, cfg, image_size, train)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
-
-    def save(stem: str, metrics: dict[str, float]) -> None:
-        save_model(run_dir / stem, method, sidecar | {"metrics": metrics})
-
-    settings = LoopSettings(
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        optim=section.optim,
-        seed=cfg.seed,
-        max_minutes=section.max_minutes,
-        checkpoint_every=section.checkpoint_every,
-        monitor="val_acc" if validate else "loss",
-    )
-    if not quiet:
-        console.print(
-            f"[bold]{command}[/] {spec['method']} on {train.origin}: {len(train)} images, "
-            f"{len(train.class_names)} classes, {spec['encoder']} at {image_size}px, "
-            f"device {device} -> {run_dir}"
-        )
-    result = fit(
-        method,
-        batches,
-        settings,
-        run_dir,
-        device,
-        save,
-        validate,
-        resume=resume is not None,
-        console=console,
-        quiet=quiet,
-        label=command,
-    )
-    metrics = {
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "seconds": round(result.seconds, 1),
-        "images_per_s": round(result.images_per_s, 1),
-        "stopped": result.stopped,
-        "best": result.best,
-        "last": result.history[-1] if result.history else {},
-    }
-    save("model", metrics)
-    return RunResult(run_dir, spec["method"], result, metrics)
+def _check_kind(name: str, kind: str) -> None:
+    if METHODS.get(name).kind != kind:
+        valid = ", ".join(n for n in METHODS.names() if METHODS.get(n).kind == kind)
+        what = {"ssl": "self-supervised", "fewshot": "few-shot"}[kind]
+        raise ConfigError(f"{name!r} is not a {what} method; choose one of: {valid}")
 
 
 def pretrain(
@@ -214,54 +65,39 @@ def pretrain(
     console: Console | None = None,
 ) -> RunResult:
     """Self-supervised pretraining of an encoder on unlabelled images of the train split."""
-    console = console or Console(stderr=True)
     p = cfg.pretrain
-    method_cls = METHODS.get(p.method)
-    if method_cls.kind != "ssl":
-        raise ConfigError(
-            f"{p.method!r} is not a self-supervised method; choose one of: {_names('ssl')}"
-        )
-    _set_threads_and_seed(cfg.seed)
+    _check_kind(p.method, "ssl")
+    torch.manual_seed(cfg.seed)
     image_size = cfg.data.image_size or ENCODERS.get(cfg.encoder.name).default_image_size
     train = load_split(cfg.data, image_size, "train")
     if len(train) < 2:
         raise DataError(f"pretraining needs at least 2 images, {train.origin} has {len(train)}")
-    batch_size = min(p.batch_size, len(train))
-    spec = _model_spec(p.method, cfg.encoder.name, image_size, **method_arguments(p.method, p))
-    method = create_method(
-        p.method, create_encoder(cfg.encoder.name, image_size=image_size), **spec["method_args"]
-    )
+    spec = model_spec(p.method, cfg.encoder.name, image_size, **method_arguments(p.method, p))
+    encoder = create_encoder(cfg.encoder.name, image_size=image_size)
+    method = create_method(p.method, encoder, **spec["method_args"])
     if resume is None:
         spec["init"] = initialise_encoder(method.encoder, cfg.encoder.init)
-    steps = max(1, len(train) // batch_size)
+    unique = UniqueClassBatchSampler(train.labels, p.batch_size) if p.unique_class_batches else None
 
-    def batches(rng: np.random.Generator) -> Iterator[torch.Tensor]:
-        order = torch.from_numpy(rng.permutation(len(train)))
-        for i in range(steps):
-            yield train.floats(order[i * batch_size : (i + 1) * batch_size])
+    def plan(ctx: DistContext) -> tuple[Any, int]:
+        batch_size = max(2, min(p.batch_size, len(train) // ctx.world_size))
+        steps = max(1, len(train) // (batch_size * ctx.world_size))
+
+        def batches(rng: np.random.Generator) -> Iterator[torch.Tensor]:
+            if unique is not None:
+                indices = unique.batches(rng, ctx.rank, ctx.world_size)
+            else:
+                indices = shuffled_batches(len(train), batch_size, rng, ctx.rank, ctx.world_size)
+            for index in indices:
+                yield train.floats(torch.from_numpy(index))
+
+        return batches, steps
 
     val = _optional_split(cfg.data, image_size, "val")
-    validate = _validator(method, val, 1, 200, resolve_device(cfg.device), cfg.seed)
-    return _train(
-        "pretrain",
-        cfg,
-        method,
-        spec,
-        train,
-        batches,
-        steps,
-        p.epochs,
-        p,
-        out,
-        resume,
-        validate,
-        quiet,
-        console,
+    console = console or Console(stderr=True)
+    return train_run(
+        "pretrain", cfg, p, method, spec, train, val, plan, 1, out, resume, quiet, console
     )
-
-
-def _names(kind: str) -> str:
-    return ", ".join(n for n in METHODS.names() if METHODS.get(n).kind == kind)
 
 
 def resolve_init(init: str) -> Path | None:
@@ -283,11 +119,8 @@ def finetune(
     """Episodic N-way K-shot training, from scratch or from a pretrained (or fine-tuned) run."""
     console = console or Console(stderr=True)
     f = cfg.finetune
-    if METHODS.get(f.method).kind != "fewshot":
-        raise ConfigError(
-            f"{f.method!r} is not a few-shot method; choose one of: {_names('fewshot')}"
-        )
-    _set_threads_and_seed(cfg.seed)
+    _check_kind(f.method, "fewshot")
+    torch.manual_seed(cfg.seed)
     init = resolve_init(f.init) if resume is None else None
     encoder_name, image_size, init_state = cfg.encoder.name, cfg.data.image_size, None
     if init is not None:
@@ -301,10 +134,9 @@ def finetune(
     image_size = image_size or ENCODERS.get(encoder_name).default_image_size
     train = load_split(cfg.data, image_size, "train")
     sampler = EpisodeSampler(train.labels, f.n_way, f.n_shot, f.n_query, train.class_names)
-    spec = _model_spec(f.method, encoder_name, image_size, **method_arguments(f.method, f))
-    method = create_method(
-        f.method, create_encoder(encoder_name, image_size=image_size), **spec["method_args"]
-    )
+    spec = model_spec(f.method, encoder_name, image_size, **method_arguments(f.method, f))
+    encoder = create_encoder(encoder_name, image_size=image_size)
+    method = create_method(f.method, encoder, **spec["method_args"])
     if init_state is not None:
         method.encoder.load_state_dict(init_state)
         spec["init"] = str(init)
@@ -314,36 +146,24 @@ def finetune(
     if not quiet and spec.get("init", "random") != "random":
         console.print(f"encoder initialised from {spec['init']}")
 
-    def batches(rng: np.random.Generator) -> Iterator[Episode]:
-        while True:
-            ep = sampler.sample(rng)
-            yield Episode(
-                train.floats(torch.from_numpy(ep.support)),
-                ep.support_labels,
-                train.floats(torch.from_numpy(ep.query)),
-                ep.query_labels,
-                f.n_way,
-            )
+    def plan(ctx: DistContext) -> tuple[Any, int]:
+        def batches(rng: np.random.Generator) -> Iterator[Episode]:
+            rng = np.random.default_rng([int(rng.integers(2**31)), ctx.rank])  # own episodes
+            while True:
+                ep = sampler.sample(rng)
+                yield Episode(
+                    train.floats(torch.from_numpy(ep.support)),
+                    ep.support_labels,
+                    train.floats(torch.from_numpy(ep.query)),
+                    ep.query_labels,
+                    f.n_way,
+                )
+
+        return batches, f.episodes_per_epoch
 
     val = _optional_split(cfg.data, image_size, "val")
-    validate = _validator(
-        method, val, f.n_shot, f.val_episodes, resolve_device(cfg.device), cfg.seed
-    )
-    return _train(
-        "finetune",
-        cfg,
-        method,
-        spec,
-        train,
-        batches,
-        f.episodes_per_epoch,
-        f.epochs,
-        f,
-        out,
-        resume,
-        validate,
-        quiet,
-        console,
+    return train_run(
+        "finetune", cfg, f, method, spec, train, val, plan, f.n_shot, out, resume, quiet, console
     )
 
 
@@ -375,7 +195,7 @@ def evaluate(
     start = time.perf_counter()
     model = model or latest_run()
     device = resolve_device(cfg.device)
-    _set_threads_and_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
     method, meta = load_model(model, device)
     e = cfg.evaluate
     dataset = load_split(cfg.data, meta["preprocessing"]["image_size"], e.split)
@@ -475,6 +295,3 @@ def info(model: Path | None) -> dict[str, Any]:
     meta = read_sidecar(model or latest_run())
     meta.pop("_sidecar", None)
     return meta
-
-
-__all__ = ["evaluate", "finetune", "info", "predict", "pretrain"]

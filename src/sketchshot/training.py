@@ -25,29 +25,17 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from safetensors.torch import load_file
+from torch import nn
 
 from sketchshot.checkpoint import load_training_state, save_training_state
 from sketchshot.config import OptimConfig
-from sketchshot.errors import ConfigError, TrainingInterrupted
+from sketchshot.distributed import DistContext, resolve_device  # noqa: F401  (re-exported)
+from sketchshot.errors import TrainingInterrupted
 from sketchshot.methods import Method
 
 BatchFactory = Callable[[np.random.Generator], Iterator[Any]]
 Validator = Callable[[Method], dict[str, float]]
 ModelSaver = Callable[[str, dict[str, float]], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but no CUDA device is available")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps was asked for, but MPS is not available")
-    return torch.device(name)
 
 
 def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -91,7 +79,10 @@ class LoopSettings:
     seed: int
     max_minutes: float | None = None
     checkpoint_every: int = 0
+    val_every: int = 1
     monitor: str = "loss"  # key in the epoch record; "loss" is minimised, anything else maximised
+    amp: str = "off"  # "bf16" or "fp16" autocast on CUDA
+    channels_last: bool = False
     log_every: int = 50
 
 
@@ -104,12 +95,25 @@ class Trainer:
         batches: BatchFactory,
         settings: LoopSettings,
         run_dir: Path,
-        device: torch.device,
+        ctx: DistContext,
         save_model: ModelSaver,
         validate: Validator | None,
     ) -> None:
-        self.method, self.batches, self.settings = method.to(device), batches, settings
-        self.device, self.save_model, self.validate = device, save_model, validate
+        self.method, self.batches, self.settings = method.to(ctx.device), batches, settings
+        self.ctx, self.device = ctx, ctx.device
+        self.save_model, self.validate = save_model, validate
+        cuda = ctx.device.type == "cuda"
+        if settings.channels_last and cuda:
+            method.to(memory_format=torch.channels_last)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.amp)
+        self.amp_dtype = self.amp_dtype if cuda else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        # DDP syncs gradients through forward(), which every Method routes to training_step
+        self.model: nn.Module = (
+            nn.parallel.DistributedDataParallel(method, device_ids=[ctx.device] if cuda else None)
+            if ctx.enabled
+            else method
+        )
         self.params = [p for p in method.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, settings.optim)
         self.total_steps = settings.epochs * settings.steps_per_epoch
@@ -126,6 +130,7 @@ class Trainer:
         }
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.board = tensorboard_writer(run_dir) if ctx.is_main else None
 
     def restore(self) -> None:
         """Continue from ``checkpoints/last``: weights, optimiser, RNG, counters, best weights."""
@@ -137,11 +142,19 @@ class Trainer:
             self.history = [json.loads(x) for x in lines if '"epoch_end"' in x]
 
     def log(self, record: dict[str, Any]) -> None:
+        if not self.ctx.is_main:
+            return
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.board is not None:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key not in ("step", "epoch"):
+                    self.board.add_scalar(key, value, record["step"])
+            self.board.flush()
 
     def save_last(self) -> None:
-        save_training_state(self.ckpt / "last", self.method, self.optimizer, self.loop)
+        if self.ctx.is_main:
+            save_training_state(self.ckpt / "last", self.method, self.optimizer, self.loop)
 
     def step(self, batch: Any) -> dict[str, float]:
         """One optimiser step: schedule, forward, backward, clip, step, EMA hook."""
@@ -149,31 +162,44 @@ class Trainer:
         lr = s.optim.lr * lr_factor(s.optim, loop["step"], s.steps_per_epoch, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        out = self.method.training_step(batch.to(self.device))
+        with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
+            out = self.model(batch.to(self.device))
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {loop['step']}")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
         if s.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, s.optim.grad_clip)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.method.after_step((loop["step"] + 1) / self.total_steps)
         loop["step"] += 1
         loop["step_in_epoch"] += 1
-        loop["images"] += len(batch)
+        loop["images"] += len(batch) * self.ctx.world_size
         return {"loss": loss.item(), "lr": lr} | {k: float(v) for k, v in out["metrics"].items()}
 
     def end_epoch(self, record: dict[str, Any]) -> None:
-        """Validate, log, keep ``best`` by the monitored value, write ``last``."""
+        """Validate, log, keep ``best`` by the monitored value, write ``last`` (rank 0)."""
         s, loop = self.settings, self.loop
-        if self.validate is not None:
+        loop["epoch"] += 1
+        loop["step_in_epoch"] = 0
+        if not self.ctx.is_main:
+            return
+        if self.validate is not None and (
+            loop["epoch"] % s.val_every == 0 or loop["epoch"] == s.epochs
+        ):
             self.method.eval()
             record.update(self.validate(self.method))
         self.log(record)
         self.history.append(record)
-        loop["epoch"] += 1
-        loop["step_in_epoch"] = 0
         score = record.get(s.monitor)
         if score is not None and (
             loop["best"] is None
@@ -187,6 +213,16 @@ class Trainer:
         if s.checkpoint_every and loop["epoch"] % s.checkpoint_every == 0:
             self.save_model(f"checkpoints/epoch_{loop['epoch']}", record)
         self.save_last()
+
+    def out_of_time(self) -> bool:
+        """The time limit, decided on rank 0 and shared so that every rank stops together."""
+        limit = self.settings.max_minutes
+        over = bool(limit) and self.loop["seconds"] > limit * 60
+        if self.ctx.enabled:
+            flag = torch.tensor([float(over)], device=self.device)
+            torch.distributed.broadcast(flag, src=0)
+            over = bool(flag.item())
+        return over
 
     def run(self, progress: Progress, label: str) -> str:
         """Epochs until done or out of time; returns why it stopped ("done" or "time")."""
@@ -222,7 +258,7 @@ class Trainer:
                             "seconds": loop["seconds"],
                         }
                     )
-                if s.max_minutes and loop["seconds"] > s.max_minutes * 60:
+                if self.out_of_time():
                     break
             n = max(1, loop["step_in_epoch"])
             record = {
@@ -239,9 +275,18 @@ class Trainer:
                     f"{k} {v:.3g}" for k, v in record.items() if k in ("loss", s.monitor)
                 ),
             )
-            if s.max_minutes and loop["seconds"] > s.max_minutes * 60:
+            if self.out_of_time():
                 return "time"
         return "done"
+
+
+def tensorboard_writer(run_dir: Path) -> Any:
+    """A TensorBoard writer into ``run_dir/tensorboard`` when tensorboard is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional extra: sketchshot[tensorboard]
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def fit(
@@ -249,7 +294,7 @@ def fit(
     batches: BatchFactory,
     settings: LoopSettings,
     run_dir: Path,
-    device: torch.device,
+    device: torch.device | DistContext,
     save_model: ModelSaver,
     validate: Validator | None = None,
     resume: bool = False,
@@ -262,10 +307,16 @@ def fit(
     ``batches(rng)`` yields one epoch's batches; its generator is seeded by (seed, epoch), so a
     resumed run sees the same batches. After every epoch: validation (if any), the ``last``
     training state, ``best`` weights by ``settings.monitor``; the best weights are loaded back
-    into ``method`` at the end. Ctrl-C writes ``last`` and raises ``TrainingInterrupted``."""
-    trainer = Trainer(method, batches, settings, run_dir, device, save_model, validate)
+    into ``method`` at the end. Ctrl-C writes ``last`` and raises ``TrainingInterrupted``.
+    Under torchrun, pass the ``DistContext``: rank 0 alone logs and saves."""
+    ctx = device if isinstance(device, DistContext) else DistContext(0, 1, device)
+    trainer = Trainer(method, batches, settings, run_dir, ctx, save_model, validate)
     if resume:
         trainer.restore()
+    if not quiet and settings.amp != "off" and ctx.device.type != "cuda":
+        (console or Console(stderr=True)).print(f"--amp {settings.amp} is ignored on {ctx.device}")
+    if not quiet and settings.channels_last and ctx.device.type != "cuda":
+        (console or Console(stderr=True)).print(f"--channels-last is ignored on {ctx.device}")
     images0, seconds0 = trainer.loop["images"], trainer.loop["seconds"]
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -275,7 +326,7 @@ def fit(
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
         console=console or Console(stderr=True),
-        disable=quiet,
+        disable=quiet or not ctx.is_main,
     )
     try:
         with progress:
@@ -286,6 +337,9 @@ def fit(
             f"interrupted; progress saved to {trainer.ckpt / 'last'}; "
             f"continue with --resume {run_dir}"
         ) from None
+    finally:
+        if trainer.board is not None:
+            trainer.board.close()
     if trainer.best_state is not None:
         method.load_state_dict(trainer.best_state)
     loop = trainer.loop

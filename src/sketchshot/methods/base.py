@@ -33,6 +33,10 @@ class Method(nn.Module):
     def training_step(self, batch: Any) -> StepOutput:
         raise NotImplementedError
 
+    def forward(self, batch: Any) -> StepOutput:
+        """The training step, so that a DistributedDataParallel wrapper syncs gradients."""
+        return self.training_step(batch)
+
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with training progress in [0, 1] (EMA updates)."""
 

@@ -7,22 +7,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sketchshot.distributed import gather_with_grad
 from sketchshot.encoders import Encoder
 from sketchshot.methods.base import METHODS, StepOutput
 from sketchshot.methods.ssl.base import SSLMethod
 
 
-def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+def nt_xent_loss(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float, gather: bool = False
+) -> torch.Tensor:
     """Normalised temperature-scaled cross-entropy of paired projections z1, z2 [B, P].
 
-    Each of the 2B projections must pick out its partner among the 2B - 1 others; the
-    result is the mean over all 2B of them."""
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    Each of the 2B projections must pick out its partner among the 2B - 1 others; the result
+    is the mean over all 2B of them. With ``gather`` under DDP, the others are the projections
+    of every process (cross-process negatives)."""
+    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     n = z1.shape[0]
-    sim = (z @ z.T) / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(sim, targets)
+    all1, offset = gather_with_grad(z1) if gather else (z1, 0)
+    all2, _ = gather_with_grad(z2) if gather else (z2, 0)
+    total = all1.shape[0]
+    sim = torch.cat([z1, z2]) @ torch.cat([all1, all2]).T / temperature  # [2n, 2 * total]
+    own = torch.arange(n, device=z1.device) + offset
+    rows = torch.arange(2 * n, device=z1.device)
+    self_pair = torch.zeros_like(sim, dtype=torch.bool)
+    self_pair[rows, torch.cat([own, own + total])] = True  # a view is not its own negative
+    sim = sim.masked_fill(self_pair, float("-inf"))
+    return F.cross_entropy(sim, torch.cat([own + total, own]))
 
 
 def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -45,16 +55,17 @@ class SimCLR(SSLMethod):
         hidden_dim: int = 512,
         projection_dim: int = 128,
         augment_strength: float = 1.0,
+        gather_negatives: bool = False,
     ) -> None:
         super().__init__(encoder, augment_strength)
-        self.temperature = temperature
+        self.temperature, self.gather_negatives = temperature, gather_negatives
         self.head = projection_head(encoder.embedding_dim, hidden_dim, projection_dim)
 
     def training_step(self, images: torch.Tensor) -> StepOutput:
         v1, v2 = self.two_views(images)
         z = self.head(self.encoder(torch.cat([v1, v2])))
         z1, z2 = z.chunk(2)
-        loss = nt_xent_loss(z1, z2, self.temperature)
+        loss = nt_xent_loss(z1, z2, self.temperature, self.gather_negatives)
         with torch.no_grad():  # how often a view's nearest neighbour is its partner
             zn = F.normalize(z, dim=1)
             sim = zn @ zn.T

@@ -118,6 +118,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.params, settings.optim)
         self.total_steps = settings.epochs * settings.steps_per_epoch
         self.ckpt = run_dir / "checkpoints"
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = run_dir / "metrics.jsonl"
         self.loop: dict[str, Any] = {
             "epoch": 0,

@@ -47,8 +47,13 @@ def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: int) -> float:
-    """Multiplier of the base learning rate at optimiser step ``step`` (0-based)."""
+def lr_factor(
+    cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: int, elapsed: float = 0.0
+) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
+
+    Training progress is the larger of the step fraction and ``elapsed``, the fraction of a
+    time limit used, so that a cosine schedule completes when ``--max-minutes`` runs out."""
     warm = cfg.warmup_epochs * steps_per_epoch
     if step < warm:
         return (step + 1) / warm
@@ -56,7 +61,7 @@ def lr_factor(cfg: OptimConfig, step: int, steps_per_epoch: int, total_steps: in
         return 1.0
     if cfg.schedule == "step":
         return cfg.gamma ** ((step // steps_per_epoch) // cfg.step_size)
-    t = (step - warm) / max(1, total_steps - warm)
+    t = max((step - warm) / max(1, total_steps - warm), elapsed)
     return 0.001 + 0.999 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
@@ -158,10 +163,17 @@ class Trainer:
         if self.ctx.is_main:
             save_training_state(self.ckpt / "last", self.method, self.optimizer, self.loop)
 
+    def elapsed(self) -> float:
+        """Fraction of the time limit used so far (0 without one)."""
+        limit = self.settings.max_minutes
+        return min(1.0, self.loop["seconds"] / (limit * 60)) if limit else 0.0
+
     def step(self, batch: Any) -> dict[str, float]:
         """One optimiser step: schedule, forward, backward, clip, step, EMA hook."""
         s, loop = self.settings, self.loop
-        lr = s.optim.lr * lr_factor(s.optim, loop["step"], s.steps_per_epoch, self.total_steps)
+        lr = s.optim.lr * lr_factor(
+            s.optim, loop["step"], s.steps_per_epoch, self.total_steps, self.elapsed()
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -182,7 +194,7 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.method.after_step((loop["step"] + 1) / self.total_steps)
+        self.method.after_step(max((loop["step"] + 1) / self.total_steps, self.elapsed()))
         loop["step"] += 1
         loop["step_in_epoch"] += 1
         loop["images"] += len(batch) * self.ctx.world_size

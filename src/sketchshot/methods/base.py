@@ -52,10 +52,8 @@ class Method(nn.Module):
 
 def prototypes(support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
     """Class means [n_way, D] of support embeddings [S, D] with labels [S] in 0..n_way-1."""
-    sums = torch.zeros(n_way, support.shape[-1], dtype=support.dtype, device=support.device)
-    sums.index_add_(0, labels, support)
-    counts = torch.bincount(labels, minlength=n_way).clamp(min=1).to(support.dtype)
-    return sums / counts[:, None]
+    onehot = F.one_hot(labels, n_way).to(support.dtype)  # [S, n_way]; a matmul, not a scatter
+    return (onehot.T @ support) / onehot.sum(0).clamp(min=1)[:, None]
 
 
 def method_arguments(name: str, section: Any) -> dict[str, Any]:

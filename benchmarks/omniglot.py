@@ -1,0 +1,49 @@
+"""Shared Omniglot protocol of the benchmarks: train on images_background_small1.zip, test on
+the alphabets found only in images_background_small2.zip, conv4 at 28x28.
+
+Both sketchshot's benchmarks and the peers' scripts (run in their own venv with sketchshot
+installed beside them) read data and score episodes through this module, so that the only
+difference between two rows of a table is the training loop."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from sketchshot.config import DataConfig
+from sketchshot.data import SketchDataset, load_dataset
+from sketchshot.evaluation import embed, score_episodes
+from sketchshot.methods import Method
+
+OMNIGLOT = Path(
+    os.environ.get("OMNIGLOT", Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot")
+)
+TRAIN_ZIP = OMNIGLOT / "images_background_small1.zip"
+TEST_ZIP = OMNIGLOT / "images_background_small2.zip"
+SEEN_ALPHABETS = ("Greek", "Latin")  # in both archives: not held out
+
+
+def train_config() -> DataConfig:
+    """Every character of small1, all in the train split (labels unused by SSL)."""
+    return DataConfig(source=str(TRAIN_ZIP), split_fractions=(1.0, 0.0, 0.0))
+
+
+def held_out(image_size: int = 28) -> SketchDataset:
+    """Japanese (katakana), Sanskrit and Tagalog: 106 characters x 20 drawers."""
+    cfg = DataConfig(source=str(TEST_ZIP), exclude_classes=SEEN_ALPHABETS)
+    return load_dataset(cfg, image_size, "all")
+
+
+def one_shot_accuracy(
+    method: Method, test: SketchDataset, episodes: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """5-way and 20-way 1-shot (15 queries) accuracy with 95% CI, through ``method.score``
+    on embeddings computed once."""
+    emb = embed(method, test.images, torch.device("cpu"))
+    out = {}
+    for n_way in (5, 20):
+        s = score_episodes(method, emb, test.labels, n_way, 1, 15, episodes, seed)
+        out[f"{n_way}w1s"] = (s.mean, s.ci95)
+    return out

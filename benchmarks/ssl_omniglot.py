@@ -1,0 +1,105 @@
+"""Self-supervised pretraining on Omniglot without labels, then 1-shot nearest-prototype
+(cosine) accuracy of the backbone features on unseen alphabets; optionally side by side with
+lightly's SimCLR loop in its own venv, on the same encoder, data and time budget.
+
+  python benchmarks/ssl_omniglot.py --methods simclr byol --minutes 15 \\
+      --peers-python /tmp/peers/bin/python
+
+Prints a table and appends it to benchmarks/results/ssl_omniglot.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from omniglot import held_out, one_shot_accuracy, train_config  # noqa: E402
+
+from sketchshot import engine  # noqa: E402
+from sketchshot.config import Config  # noqa: E402
+from sketchshot.encoders import create_encoder  # noqa: E402
+from sketchshot.methods import create_method  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ssl_omniglot.md"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=["simclr", "byol"])
+    parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pretrain settings, e.g. temperature=0.2 batch_size=512",
+    )
+    parser.add_argument("--peers-python", help="python of a venv with lightly and sketchshot")
+    parser.add_argument("--episodes", type=int, default=1000)
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    overrides = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v
+                 for k, v in (item.split("=", 1) for item in args.set)}  # fmt: skip
+    test = held_out()
+    rows = []
+    torch.manual_seed(0)
+    rows.append({"name": "random conv4 (no training)", "seconds": 0, "images_per_s": 0,
+                 **one_shot_accuracy(create_method("simclr", create_encoder("conv4")).eval(),
+                                     test, args.episodes)})  # fmt: skip
+    for method in args.methods:
+        rows.append(run_ours(method, args.minutes, overrides, test, args.episodes))
+        print(fmt(rows[-1]), flush=True)
+    if args.peers_python:
+        done = subprocess.run(
+            [args.peers_python, str(Path(__file__).parent / "peers" / "lightly_simclr.py"),
+             "--minutes", str(args.minutes)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(fmt(rows[-1]), flush=True)
+    table = [
+        f"## {time.strftime('%Y-%m-%d %H:%M')}: {args.minutes:g} min per method, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        "",
+        "| run | images/s | 5-way 1-shot | 20-way 1-shot |",
+        "| --- | ---: | ---: | ---: |",
+        *(fmt(r) for r in rows),
+        "",
+    ]
+    print("\n".join(table))
+    RESULTS.parent.mkdir(exist_ok=True)
+    with open(RESULTS, "a", encoding="utf-8") as f:
+        f.write("\n".join(table) + "\n")
+
+
+def run_ours(method: str, minutes: float, overrides: dict, test, episodes: int) -> dict:
+    pretrain = {"method": method, "epochs": 1000, "max_minutes": minutes, "val_episodes": 0,
+                **overrides}  # fmt: skip
+    cfg = Config.model_validate({"data": train_config().model_dump(), "pretrain": pretrain})
+    with tempfile.TemporaryDirectory() as tmp:
+        run = engine.pretrain(cfg, Path(tmp) / "run", quiet=True)
+        model, _ = engine.load_model(run.run_dir)
+    label = " ".join(f"{k}={v}" for k, v in overrides.items())
+    return {"name": f"sketchshot {method} {label}".strip(), "seconds": run.fit.seconds,
+            "images_per_s": run.fit.images_per_s,
+            **one_shot_accuracy(model, test, episodes)}  # fmt: skip
+
+
+def fmt(row: dict) -> str:
+    def acc(key: str) -> str:
+        mean, ci = row[key]
+        return f"{100 * mean:.1f} ± {100 * ci:.1f}%"
+
+    return f"| {row['name']} | {row['images_per_s']:.0f} | {acc('5w1s')} | {acc('20w1s')} |"
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@ torch is imported only inside commands, so ``sketchshot --help`` answers at once
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sketchshot import __version__
@@ -26,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 err = Console(stderr=True)
 
@@ -252,7 +255,7 @@ def domain_errors() -> Iterator[None]:
     try:
         yield
     except SketchshotError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except FloatingPointError as exc:
         err.print(f"[bold red]error:[/] training diverged: {exc}; try a lower --lr")
@@ -304,11 +307,26 @@ def _resume_base(resume: Path | None) -> Config | None:
     return resolve_config(saved)
 
 
+def to_json(payload: Any) -> str:
+    """Strict JSON: NaN and infinities (a CI over one episode, say) become null."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(payload), default=str, allow_nan=False)
+
+
 def _emit(as_json: bool, payload: Any, human: Callable[[Console], None]) -> None:
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
         return
     if as_json:
-        print(json.dumps(payload, default=str))
+        print(to_json(payload))
     else:
         human(Console())
 
@@ -646,7 +664,7 @@ def predict(
         ),
     ],
     model: ModelOpt = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Scores of the k best classes.")] = 3,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Scores of the k best classes.")] = 3,
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -657,17 +675,17 @@ def predict(
         rows = engine.predict(model, support, images, device or "auto", top_k)
         if as_json:
             for r in rows:
-                print(json.dumps(r.__dict__))
+                print(to_json(r.__dict__))
         else:
             table = Table("image", "class", "confidence", "top scores")
             table.columns[0].overflow = "fold"
             for r in rows:
                 if r.error:
-                    table.add_row(r.path, "[red]error[/]", "", r.error)
+                    table.add_row(escape(r.path), "[red]error[/]", "", escape(r.error))
                 else:
                     table.add_row(
-                        r.path,
-                        r.label,
+                        escape(r.path),
+                        escape(r.label or ""),
                         f"{r.confidence:.3f}",
                         ", ".join(f"{k} {v:.2f}" for k, v in r.scores.items()),
                     )
@@ -699,7 +717,7 @@ def info(
         meta = read_sidecar(model) if model else engine.info(None)
         meta.pop("_sidecar", None)
         if as_json:
-            print(json.dumps(meta))
+            print(to_json(meta))
             return
         m, p = meta.get("model", {}), meta.get("preprocessing", {})
         table = Table(show_header=False)
@@ -721,7 +739,7 @@ def info(
             ("sketchshot", meta.get("sketchshot_version")),
             ("sha256", meta.get("sha256")),
         ]:
-            table.add_row(key, str(value))
+            table.add_row(key, escape(str(value)))
         Console().print(table)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sketchshot.errors import ConfigError
 
@@ -53,11 +53,12 @@ class DataConfig(Frozen):
     test_classes: tuple[str, ...] = ()
     builtin: BuiltinDataConfig = BuiltinDataConfig()
 
-    @model_validator(mode="after")
-    def _fractions(self) -> DataConfig:
-        if any(f < 0 for f in self.split_fractions) or abs(sum(self.split_fractions) - 1) > 1e-6:
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in value) or abs(sum(value) - 1) > 1e-6:
             raise ValueError("split_fractions must be three non-negative numbers that sum to 1")
-        return self
+        return value
 
 
 class EncoderConfig(Frozen):
@@ -190,7 +191,7 @@ def resolve_config(
     """Defaults (or ``base``) < ``file`` < ``overrides`` (dotted keys from the command line)."""
     from_file = read_toml(file) if file is not None else {}
     from_cli = nest(overrides or {})
-    tree = _merge(base.model_dump() if base else {}, from_file)
+    tree = _merge((base or Config()).model_dump(), from_file)
     tree = _merge(tree, from_cli)
     try:
         return Config.model_validate(tree)

@@ -132,6 +132,13 @@ def finetune(
         image_size = saved_size
         init_state = source.encoder.state_dict()
     image_size = image_size or ENCODERS.get(encoder_name).default_image_size
+    # what --init decided belongs in the saved config, so that --resume rebuilds the same model
+    cfg = cfg.model_copy(
+        update={
+            "encoder": cfg.encoder.model_copy(update={"name": encoder_name}),
+            "data": cfg.data.model_copy(update={"image_size": image_size}),
+        }
+    )
     train = load_split(cfg.data, image_size, "train")
     sampler = EpisodeSampler(train.labels, f.n_way, f.n_shot, f.n_query, train.class_names)
     spec = model_spec(f.method, encoder_name, image_size, **method_arguments(f.method, f))

@@ -74,13 +74,14 @@ def _list_entries(source: Path) -> tuple[list[PurePosixPath], zipfile.ZipFile | 
     raise DataError(f"{source} is neither a folder nor a .zip archive")
 
 
-def class_of(entries: list[PurePosixPath]) -> list[str]:
-    """Class name of each entry: its folder, less the leading folders every entry shares."""
+def class_of(entries: list[PurePosixPath], in_archive: bool = False) -> list[str]:
+    """Class name of each entry: its folder path below the root. In an archive whose entries
+    all sit in one top-level folder (``images_background_small1/``), that folder is the root."""
     parents = [e.parent.parts for e in entries]
-    shared = 0
-    while all(len(p) > shared + 1 for p in parents) and len({p[shared] for p in parents}) == 1:
-        shared += 1
-    return ["/".join(p[shared:]) for p in parents]
+    skip = int(
+        in_archive and all(len(p) > 1 for p in parents) and len({p[0] for p in parents}) == 1
+    )
+    return ["/".join(p[skip:]) for p in parents]
 
 
 def load_image_folder(
@@ -96,7 +97,7 @@ def load_image_folder(
         raise DataError(
             f"{source / str(loose[0])} is not inside a class folder (expected ROOT/<class>/*.png)"
         )
-    classes = class_of(entries)
+    classes = class_of(entries, in_archive=archive is not None)
 
     def read(entry: PurePosixPath) -> np.ndarray:
         name = f"{source}:{entry}" if archive else str(source / str(entry))

@@ -13,7 +13,10 @@ from sketchshot.methods.base import Method, StepOutput
 
 class FewShotMethod(Method):
     """Trains on episodes: support and query images are encoded in one pass (one set of
-    BatchNorm statistics), scored by ``score`` and trained with ``loss``."""
+    BatchNorm statistics), scored by ``score`` and trained with ``episode_loss``.
+
+    An episode may also carry embeddings [N, D] instead of images (``--freeze-encoder``):
+    then the encoder is skipped and only the method's head trains."""
 
     kind = "fewshot"
 
@@ -25,12 +28,31 @@ class FewShotMethod(Method):
         """Cross-entropy of logits [Q, n_way] against labels [Q]; methods may override."""
         return F.cross_entropy(logits, labels)
 
-    def training_step(self, episode: Episode) -> StepOutput:
+    def episode_loss(
+        self,
+        support: torch.Tensor,
+        support_labels: torch.Tensor,
+        query: torch.Tensor,
+        query_labels: torch.Tensor,
+        n_way: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits [Q, n_way]) of one episode's embeddings; the default scores the
+        queries and applies ``loss``."""
+        logits = self.score(support, support_labels, query, n_way)
+        return self.loss(logits, query_labels), logits
+
+    def embed_episode(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+        if episode.support.dim() == 2:  # cached embeddings of a frozen encoder
+            return episode.support, episode.query
         n_support = episode.support.shape[0]
         images = self.augment(torch.cat([episode.support, episode.query]))
         embeddings = self.encoder(images)
-        support, query = embeddings[:n_support], embeddings[n_support:]
-        logits = self.score(support, episode.support_labels, query, episode.n_way)
-        loss = self.loss(logits, episode.query_labels)
+        return embeddings[:n_support], embeddings[n_support:]
+
+    def training_step(self, episode: Episode) -> StepOutput:
+        support, query = self.embed_episode(episode)
+        loss, logits = self.episode_loss(
+            support, episode.support_labels, query, episode.query_labels, episode.n_way
+        )
         acc = (logits.argmax(1) == episode.query_labels).float().mean()
         return {"loss": loss, "metrics": {"acc": acc.detach()}}

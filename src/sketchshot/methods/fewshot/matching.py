@@ -1,0 +1,54 @@
+"""Matching Networks (Vinyals et al. 2016): a query's class distribution is an attention-
+weighted sum of the support labels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sketchshot.encoders import Encoder
+from sketchshot.methods.base import METHODS
+from sketchshot.methods.fewshot.base import FewShotMethod
+
+
+@METHODS.register("matching")
+class MatchingNetworks(FewShotMethod):
+    """attention="cosine": the paper's softmax over cosine similarities (with a learnable
+    inverse temperature); attention="mlp": a learned MLP scores each [query; support] pair."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        attention: str = "cosine",
+        hidden_dim: int = 128,
+        augment_strength: float = 0.0,
+    ) -> None:
+        super().__init__(encoder, augment_strength)
+        if attention not in ("cosine", "mlp"):
+            raise ValueError(f"attention must be 'cosine' or 'mlp', not {attention!r}")
+        self.attention = attention
+        self.log_scale = nn.Parameter(torch.tensor(2.3))  # exp(2.3) ~ 10
+        d = encoder.embedding_dim
+        self.scorer = (
+            nn.Sequential(nn.Linear(2 * d, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
+            if attention == "mlp"
+            else None
+        )
+
+    def attention_logits(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Unnormalised attention [Q, S] of each query over each support embedding."""
+        if self.scorer is None:
+            cos = F.normalize(query, dim=-1) @ F.normalize(support, dim=-1).T
+            return cos * self.log_scale.exp()
+        q, s = query.shape[0], support.shape[0]
+        pairs = torch.cat([query[:, None].expand(q, s, -1), support[None].expand(q, s, -1)], -1)
+        return self.scorer(pairs).squeeze(-1)
+
+    def score(
+        self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int
+    ) -> torch.Tensor:
+        """Log class probabilities [Q, n_way] = log(softmax(attention) @ one_hot(labels))."""
+        attention = self.attention_logits(support, query).softmax(dim=-1)  # [Q, S]
+        probs = attention @ F.one_hot(support_labels, n_way).to(attention.dtype)
+        return probs.clamp(min=1e-8).log()

@@ -1,0 +1,44 @@
+"""Relation Networks (Sung et al. 2018): a learned relation module scores each
+(query, class prototype) pair in [0, 1], trained with MSE against one-hot targets."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sketchshot.encoders import Encoder
+from sketchshot.methods.base import METHODS, prototypes
+from sketchshot.methods.fewshot.base import FewShotMethod
+
+
+@METHODS.register("relation")
+class RelationNetworks(FewShotMethod):
+    """The relation module is an MLP over the concatenated [query; prototype] embeddings
+    (the encoders here end in vectors, not feature maps), ending in a sigmoid."""
+
+    def __init__(
+        self, encoder: Encoder, hidden_dim: int = 128, augment_strength: float = 0.0
+    ) -> None:
+        super().__init__(encoder, augment_strength)
+        d = encoder.embedding_dim
+        self.relation = nn.Sequential(
+            nn.Linear(2 * d, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim // 2), nn.ReLU(),
+            nn.Linear(hidden_dim // 2, 1),
+        )  # fmt: skip
+
+    def score(
+        self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int
+    ) -> torch.Tensor:
+        """Relation scores [Q, n_way] in [0, 1] of query [Q, D] against class prototypes."""
+        protos = prototypes(support, support_labels, n_way)
+        q = query.shape[0]
+        pairs = torch.cat(
+            [query[:, None].expand(q, n_way, -1), protos[None].expand(q, n_way, -1)], dim=-1
+        )
+        return torch.sigmoid(self.relation(pairs.flatten(0, 1))).view(q, n_way)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """MSE of relation scores against one-hot targets, as in the paper."""
+        return F.mse_loss(logits, F.one_hot(labels, logits.shape[1]).to(logits.dtype))

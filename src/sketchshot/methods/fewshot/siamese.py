@@ -1,0 +1,58 @@
+"""Siamese verification (Koch et al. 2015): a pair head scores "same class?" from the
+absolute difference of two embeddings; a query takes the class of its best-scoring support."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sketchshot.encoders import Encoder
+from sketchshot.methods.base import METHODS
+from sketchshot.methods.fewshot.base import FewShotMethod
+
+
+@METHODS.register("siamese")
+class SiameseNetworks(FewShotMethod):
+    """Trained with binary cross-entropy on every (query, support) pair of an episode, the
+    positives weighted up to balance the negatives (n_way - 1 of them per positive)."""
+
+    def __init__(
+        self, encoder: Encoder, hidden_dim: int = 128, augment_strength: float = 0.0
+    ) -> None:
+        super().__init__(encoder, augment_strength)
+        d = encoder.embedding_dim
+        self.pair_head = nn.Sequential(
+            nn.Linear(d, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1)
+        )
+
+    def pair_logits(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Same-class logits [Q, S] of every query against every support embedding."""
+        diff = (query[:, None] - support[None]).abs()
+        return self.pair_head(diff).squeeze(-1)
+
+    def score(
+        self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int
+    ) -> torch.Tensor:
+        """Per class, the best pair logit [Q, n_way] over that class's support images."""
+        pairs = self.pair_logits(support, query)  # [Q, S]
+        mask = F.one_hot(support_labels, n_way).T.bool()  # [n_way, S]
+        expanded = pairs[:, None, :].masked_fill(~mask[None], float("-inf"))
+        return expanded.amax(dim=-1)
+
+    def episode_loss(
+        self,
+        support: torch.Tensor,
+        support_labels: torch.Tensor,
+        query: torch.Tensor,
+        query_labels: torch.Tensor,
+        n_way: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = self.pair_logits(support, query)
+        same = (query_labels[:, None] == support_labels[None]).to(pairs.dtype)
+        n_pos = same.sum().clamp(min=1)
+        pos_weight = (same.numel() - n_pos) / n_pos  # balance positives and negatives
+        loss = F.binary_cross_entropy_with_logits(pairs, same, pos_weight=pos_weight)
+        mask = F.one_hot(support_labels, n_way).T.bool()
+        logits = pairs[:, None, :].masked_fill(~mask[None], float("-inf")).amax(dim=-1)
+        return loss, logits.detach()

@@ -1,0 +1,54 @@
+"""Small shared fixtures: tiny episodes and a saved model. Plain helpers are in helpers.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import model_spec
+
+
+@pytest.fixture
+def tiny_episode() -> Callable[..., object]:
+    """``tiny_episode(n_way, n_shot, n_query, size)``: an ``Episode`` of random images in [0, 1]."""
+    from sketchshot.data.episodes import Episode
+
+    def make(n_way: int = 3, n_shot: int = 2, n_query: int = 2, size: int = 28):
+        g = torch.Generator().manual_seed(0)
+        return Episode(
+            support=torch.rand(n_way * n_shot, 1, size, size, generator=g),
+            support_labels=torch.arange(n_way).repeat_interleave(n_shot),
+            query=torch.rand(n_way * n_query, 1, size, size, generator=g),
+            query_labels=torch.arange(n_way).repeat_interleave(n_query),
+            n_way=n_way,
+        )
+
+    return make
+
+
+@pytest.fixture
+def saved_model(tmp_path: Path) -> Path:
+    """A randomly initialised ProtoNet/conv4 at 28 px, saved as a run folder with a full sidecar."""
+    from sketchshot.checkpoint import save_model
+    from sketchshot.config import Config
+    from sketchshot.encoders import create_encoder
+    from sketchshot.methods import create_method
+
+    torch.manual_seed(0)
+    spec = model_spec("protonet", "conv4", 28, augment_strength=0.0)
+    method = create_method("protonet", create_encoder("conv4", image_size=28), augment_strength=0.0)
+    run = tmp_path / "model-run"
+    save_model(
+        run / "model",
+        method,
+        {
+            "model": spec,
+            "preprocessing": {"image_size": 28, "invert": "auto", "mean": 0.5, "std": 0.5},
+            "class_names": [],
+            "config": Config().model_dump(mode="json"),
+        },
+    )
+    return run

@@ -468,7 +468,9 @@ def finetune(
     method: Annotated[
         str | None,
         typer.Option(
-            "--method", help="Few-shot method: protonet. [default: protonet]", show_default=False
+            "--method",
+            help="Few-shot method: protonet, matching, relation or siamese. [default: protonet]",
+            show_default=False,
         ),
     ] = None,
     init: Annotated[
@@ -519,6 +521,45 @@ def finetune(
     checkpoint_every: CheckpointEveryOpt = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
+    rotation_classes: Annotated[
+        bool | None,
+        typer.Option(
+            "--rotation-classes",
+            help="Add every class rotated by 90, 180 and 270 degrees as new training classes (x4).",
+            show_default=False,
+        ),
+    ] = None,
+    freeze_encoder: Annotated[
+        bool | None,
+        typer.Option(
+            "--freeze-encoder",
+            help="Embed the images once with the frozen encoder "
+            "and train only the method's head (matching, relation, siamese).",
+            show_default=False,
+        ),
+    ] = None,
+    head_lr: Annotated[
+        float | None,
+        typer.Option(
+            "--head-lr",
+            help="Learning rate of the method's head (default: --lr).",
+            show_default=False,
+        ),
+    ] = None,
+    attention: Annotated[
+        str | None,
+        typer.Option(
+            "--attention", help="Matching networks' attention: cosine or mlp.", show_default=False
+        ),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            "--patience",
+            help="Stop after this many epochs without a better validation accuracy.",
+            show_default=False,
+        ),
+    ] = None,
     resume: ResumeOpt = None,
     config: ConfigOpt = None,
     out: OutOpt = None,
@@ -540,6 +581,11 @@ def finetune(
                 "finetune.n_query": queries,
                 "finetune.episodes_per_epoch": episodes,
                 "finetune.augment_strength": augment_strength,
+                "finetune.rotation_classes": rotation_classes,
+                "finetune.freeze_encoder": freeze_encoder,
+                "finetune.head_lr": head_lr,
+                "finetune.attention": attention,
+                "finetune.patience": patience,
                 **_training_overrides(
                     "finetune",
                     epochs,

@@ -90,6 +90,12 @@ class TrainingConfig(Frozen):
     checkpoint_every: int = Field(0, ge=0, description="also keep epoch_N every N epochs; 0: off")
     val_every: int = Field(1, ge=1, description="validation (kNN monitor) every N epochs")
     val_episodes: int = Field(200, ge=0, description="5-way validation episodes; 0: none")
+    head_lr: float | None = Field(
+        None, gt=0, description="learning rate of the method's head; None: the encoder's"
+    )
+    patience: int | None = Field(
+        None, ge=1, description="stop after this many validations without improvement"
+    )
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA")
     channels_last: bool = Field(False, description="channels-last memory format on CUDA")
     optim: OptimConfig = OptimConfig()
@@ -120,6 +126,14 @@ class FinetuneConfig(TrainingConfig):
     n_query: int = Field(5, ge=1)
     episodes_per_epoch: int = Field(100, ge=1)
     augment_strength: float = Field(0.5, ge=0, le=2, description="affine jitter of episodes")
+    rotation_classes: bool = Field(
+        False, description="add each class rotated by 90, 180 and 270 degrees as new classes"
+    )
+    freeze_encoder: bool = Field(
+        False, description="embed once with the frozen encoder; train only the method's head"
+    )
+    attention: Literal["cosine", "mlp"] = Field("cosine", description="Matching attention")
+    hidden_dim: int = Field(128, ge=2, description="width of learned heads")
     optim: OptimConfig = OptimConfig(schedule="step", step_size=10, gamma=0.5)
 
 

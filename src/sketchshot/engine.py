@@ -18,6 +18,7 @@ from sketchshot.checkpoint import load_model, read_sidecar
 from sketchshot.config import Config, DataConfig, Split
 from sketchshot.data import SketchDataset, load_dataset
 from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
+from sketchshot.data.dataset import with_rotations
 from sketchshot.data.episodes import Episode, EpisodeSampler
 from sketchshot.data.folder import decode_sketch, load_image_folder
 from sketchshot.data.splits import take_split
@@ -140,6 +141,8 @@ def finetune(
         }
     )
     train = load_split(cfg.data, image_size, "train")
+    if f.rotation_classes:
+        train = with_rotations(train)
     sampler = EpisodeSampler(train.labels, f.n_way, f.n_shot, f.n_query, train.class_names)
     spec = model_spec(f.method, encoder_name, image_size, **method_arguments(f.method, f))
     encoder = create_encoder(encoder_name, image_size=image_size)
@@ -150,20 +153,31 @@ def finetune(
     elif resume is None:
         encoder_init = "imagenet" if f.init == "imagenet" else cfg.encoder.init
         spec["init"] = initialise_encoder(method.encoder, encoder_init)
+    if f.freeze_encoder and not any(
+        not name.startswith("encoder.") for name, _ in method.named_parameters()
+    ):
+        raise ConfigError(f"--freeze-encoder leaves {f.method} nothing to train: it has no head")
     if not quiet and spec.get("init", "random") != "random":
         console.print(f"encoder initialised from {spec['init']}")
 
     def plan(ctx: DistContext) -> tuple[Any, int]:
+        if f.freeze_encoder:  # embed once; episodes then index the cache
+            method.encoder.requires_grad_(False)
+            method.to(ctx.device)
+            items = embed(method, train.images, ctx.device).cpu()
+        else:
+            items = train.images
+
+        def take(index: np.ndarray) -> torch.Tensor:
+            chosen = items[torch.from_numpy(index)]
+            return chosen if f.freeze_encoder else chosen.float().div_(255.0)
+
         def batches(rng: np.random.Generator) -> Iterator[Episode]:
             rng = np.random.default_rng([int(rng.integers(2**31)), ctx.rank])  # own episodes
             while True:
                 ep = sampler.sample(rng)
                 yield Episode(
-                    train.floats(torch.from_numpy(ep.support)),
-                    ep.support_labels,
-                    train.floats(torch.from_numpy(ep.query)),
-                    ep.query_labels,
-                    f.n_way,
+                    take(ep.support), ep.support_labels, take(ep.query), ep.query_labels, f.n_way
                 )
 
         return batches, f.episodes_per_epoch

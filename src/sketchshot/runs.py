@@ -156,6 +156,9 @@ def train_run(
             checkpoint_every=section.checkpoint_every,
             val_every=section.val_every,
             monitor="val_acc" if validate else "loss",
+            patience=section.patience,
+            head_lr_scale=(getattr(section, "head_lr", None) or section.optim.lr)
+            / section.optim.lr,
             amp=section.amp,
             channels_last=section.channels_last,
         )

@@ -30,7 +30,7 @@ from torch import nn
 from sketchshot.checkpoint import load_training_state, save_training_state
 from sketchshot.config import OptimConfig
 from sketchshot.distributed import DistContext, resolve_device  # noqa: F401  (re-exported)
-from sketchshot.errors import TrainingInterrupted
+from sketchshot.errors import ConfigError, TrainingInterrupted
 from sketchshot.methods import Method
 
 BatchFactory = Callable[[np.random.Generator], Iterator[Any]]
@@ -71,7 +71,7 @@ class FitResult:
     steps: int
     seconds: float
     images_per_s: float
-    stopped: str  # "done" or "time"
+    stopped: str  # "done", "time" or "early_stop"
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
 
@@ -86,6 +86,8 @@ class LoopSettings:
     checkpoint_every: int = 0
     val_every: int = 1
     monitor: str = "loss"  # key in the epoch record; "loss" is minimised, anything else maximised
+    patience: int | None = None  # epochs with validation and no improvement before stopping
+    head_lr_scale: float = 1.0
     amp: str = "off"  # "bf16" or "fp16" autocast on CUDA
     channels_last: bool = False
     log_every: int = 50
@@ -119,8 +121,11 @@ class Trainer:
             if ctx.enabled
             else method
         )
-        self.params = [p for p in method.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.params, settings.optim)
+        groups = method.parameter_groups(settings.head_lr_scale)
+        if not groups:
+            raise ConfigError("nothing to train: every parameter is frozen")
+        self.params = [p for g in groups for p in g["params"]]
+        self.optimizer = make_optimizer(groups, settings.optim)
         self.total_steps = settings.epochs * settings.steps_per_epoch
         self.ckpt = run_dir / "checkpoints"
         if ctx.is_main:
@@ -291,7 +296,21 @@ class Trainer:
             )
             if self.out_of_time():
                 return "time"
+            if self.patience_ran_out():
+                return "early_stop"
         return "done"
+
+    def patience_ran_out(self) -> bool:
+        """No better validation for ``patience`` epochs (decided on rank 0, shared)."""
+        s, loop = self.settings, self.loop
+        stop = bool(
+            s.patience and loop["best_epoch"] and loop["epoch"] - loop["best_epoch"] >= s.patience
+        )
+        if self.ctx.enabled:
+            flag = torch.tensor([float(stop)], device=self.device)
+            torch.distributed.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        return stop
 
 
 def tensorboard_writer(run_dir: Path) -> Any:

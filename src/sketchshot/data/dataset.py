@@ -83,3 +83,20 @@ def filter_classes(
         if not names:
             raise DataError(f"--exclude-classes {list(exclude)} removes every class")
     return dataset if len(names) == len(dataset.class_names) else dataset.select(names)
+
+
+def with_rotations(dataset: SketchDataset) -> SketchDataset:
+    """Each class also rotated by 90, 180 and 270 degrees as three new classes (x4 classes),
+    the standard augmentation for character data (Santoro et al. 2016; Snell et al. 2017)."""
+    k = len(dataset.class_names)
+    images = [dataset.images] + [torch.rot90(dataset.images, r, dims=(2, 3)) for r in (1, 2, 3)]
+    names = list(dataset.class_names)
+    for r in (90, 180, 270):
+        names += [f"{n}@rot{r}" for n in dataset.class_names]
+    return SketchDataset(
+        images=torch.cat(images),
+        labels=torch.cat([dataset.labels + r * k for r in range(4)]),
+        class_names=tuple(names),
+        sources=dataset.sources * 4,
+        origin=f"{dataset.origin} (+ rotations)",
+    )

@@ -37,6 +37,15 @@ class Method(nn.Module):
         """The training step, so that a DistributedDataParallel wrapper syncs gradients."""
         return self.training_step(batch)
 
+    def parameter_groups(self, head_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+        """Optimiser groups: the encoder's trainable parameters, then the method's own (its
+        head), whose learning rate is scaled by ``head_lr_scale``."""
+        encoder = [p for p in self.encoder.parameters() if p.requires_grad]
+        mine = {id(p) for p in self.encoder.parameters()}
+        head = [p for p in self.parameters() if p.requires_grad and id(p) not in mine]
+        groups = [{"params": encoder, "lr_scale": 1.0}, {"params": head, "lr_scale": head_lr_scale}]
+        return [g for g in groups if g["params"]]
+
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with training progress in [0, 1] (EMA updates)."""
 

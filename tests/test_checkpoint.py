@@ -218,3 +218,15 @@ def test_training_state_is_hash_checked(tmp_path):
         load_training_state(tmp_path / "last", method, optimizer)
     with pytest.raises(CheckpointError, match="nothing to resume"):
         load_training_state(tmp_path / "missing", method, optimizer)
+
+
+def test_a_sidecar_without_sha256_is_refused(saved_model):
+    sidecar = saved_model / "model.json"
+    meta = json.loads(sidecar.read_text())
+    del meta["sha256"]
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="no sha256"):
+        load_model(saved_model)
+    sidecar.write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="JSON object"):
+        load_model(saved_model)

@@ -323,3 +323,19 @@ def test_augment_strength_scales_the_change(batch):
         return (aug(batch) - batch).abs().mean()
 
     assert change(0.1) < change(1.0)
+
+
+def test_filters_never_move_a_class_to_another_split():
+    # evaluate --exclude-classes must not reshuffle which classes were held out in training
+    cfg = DataConfig(builtin={"n_classes": 30, "n_drawers": 2})
+    test_all = set(load_dataset(cfg, 16, "test").class_names)
+    narrowed = cfg.model_copy(update={"exclude_classes": ("glyph-00*",)})
+    test_narrowed = set(load_dataset(narrowed, 16, "test").class_names)
+    assert test_narrowed == {n for n in test_all if not n.startswith("glyph-00")}
+    assert set(load_dataset(narrowed, 16, "train").class_names).isdisjoint(test_all)
+
+
+def test_an_explicit_split_pattern_that_matches_nothing_is_an_error():
+    cfg = DataConfig(builtin={"n_classes": 6, "n_drawers": 2}, val_classes=("Gerek",))
+    with pytest.raises(DataError, match="--val-classes .*Gerek.* matches no class"):
+        load_dataset(cfg, 16, "train")

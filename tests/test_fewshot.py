@@ -131,3 +131,22 @@ def test_each_method_learns_on_the_builtin_glyphs(method: str, tmp_path: Path) -
     # measured: matching 0.60 -> 0.84, relation 0.20 -> 0.6+, siamese 0.25 -> 0.51 after 60
     # short episodes (5-way 1-shot on unseen glyphs, chance 0.20)
     assert after > max(before + 0.15, 0.45), (before, after)
+
+
+def test_protonet_cosine_distance_has_a_learnable_scale() -> None:
+    m = create_method("protonet", create_encoder("conv4"), distance="cosine")
+    support, query = torch.randn(4, 64), torch.randn(3, 64)
+    labels = torch.tensor([0, 0, 1, 1])
+    protos = torch.stack([support[:2].mean(0), support[2:].mean(0)])
+    want = F.cosine_similarity(query[:, None], protos[None], dim=-1) * m.log_scale.exp()
+    torch.testing.assert_close(m.score(support, labels, query, 2), want)
+    assert "log_scale" in dict(m.named_parameters())
+    assert create_method("protonet", create_encoder("conv4")).log_scale is None
+
+
+def test_matching_mlp_has_no_unused_scale_and_relation_probabilities_sum_to_one() -> None:
+    mlp = create_method("matching", create_encoder("conv4"), attention="mlp")
+    assert mlp.log_scale is None  # DDP refuses parameters that get no gradient
+    relation = create_method("relation", create_encoder("conv4")).eval()
+    scores = relation.score(torch.randn(3, 64), torch.tensor([0, 1, 2]), torch.randn(4, 64), 3)
+    torch.testing.assert_close(relation.probabilities(scores).sum(1), torch.ones(4))

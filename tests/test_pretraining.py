@@ -218,3 +218,46 @@ def test_torchrun_two_cpu_processes_train_and_save_a_loadable_model(tmp_path: Pa
     model, meta = load_model(tmp_path / "ddp")
     assert not any(k.startswith("module.") for k in model.state_dict())
     assert meta["metrics"]["steps"] == 4 * (24 * 8 * 7 // 10 // 64)
+
+
+def test_every_encoder_builds_at_its_declared_default_size() -> None:
+    from sketchshot.encoders import ENCODERS
+
+    for name in ENCODERS.names():
+        size = ENCODERS.get(name).default_image_size
+        assert isinstance(size, int) and size >= 16, name
+
+
+def test_unique_class_batches_give_every_rank_the_same_count() -> None:
+    labels = torch.arange(10).repeat_interleave(3)
+    sampler = UniqueClassBatchSampler(labels, batch_size=4)
+    counts = [len(list(sampler.batches(np.random.default_rng(5), r, 3))) for r in range(3)]
+    assert len(set(counts)) == 1 and counts[0] >= 1
+
+
+def test_byol_target_starts_from_the_initialised_encoder(tmp_path: Path) -> None:
+    from sketchshot import engine
+    from sketchshot.config import resolve_config
+
+    torch.manual_seed(3)
+    weights = create_encoder("conv4").state_dict()
+    from safetensors.torch import save_file
+
+    save_file(weights, str(tmp_path / "enc.safetensors"))
+    cfg = resolve_config(
+        overrides={"pretrain.method": "byol", "pretrain.epochs": 1, "pretrain.batch_size": 16,
+                   "pretrain.optim.lr": 1e-12, "pretrain.val_episodes": 0,
+                   "encoder.init": str(tmp_path / "enc.safetensors"),
+                   "data.builtin.n_classes": 6, "data.builtin.n_drawers": 3}
+    )  # fmt: skip
+    run = engine.pretrain(cfg, tmp_path / "byol", quiet=True)
+    model, _ = engine.load_model(run.run_dir)
+    key = "blocks.0.0.weight"
+    torch.testing.assert_close(model.target_encoder.state_dict()[key], weights[key])
+
+
+def test_an_unknown_device_is_a_usage_error() -> None:
+    from sketchshot.distributed import resolve_device
+
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        resolve_device("gpu")

@@ -115,7 +115,9 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{sidecar}: not a valid JSON sidecar ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{sidecar}: not a sketchshot sidecar (a JSON object)")
+    if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{sidecar}: unsupported format version {meta.get('format_version')!r} "
             f"(this sketchshot reads version {FORMAT_VERSION})"
@@ -143,7 +145,9 @@ def load_model(
     """Rebuild, hash-check and strictly load a saved model; returns (eval-mode model, sidecar)."""
     meta = read_sidecar(path)
     weights = Path(meta["_sidecar"]).parent / meta.get("weights", "model.safetensors")
-    tensors = load_tensors(weights, meta.get("sha256"))
+    if not isinstance(meta.get("sha256"), str):
+        raise CheckpointError(f"{meta['_sidecar']}: no sha256 of the weights; refusing to load")
+    tensors = load_tensors(weights, meta["sha256"])
     model = build_model(meta.get("model", {}))
     try:
         model.load_state_dict(tensors, strict=True)

@@ -257,9 +257,6 @@ def domain_errors() -> Iterator[None]:
     except SketchshotError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except FloatingPointError as exc:
-        err.print(f"[bold red]error:[/] training diverged: {exc}; try a lower --lr")
-        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]")
         raise typer.Exit(130) from None
@@ -534,7 +531,8 @@ def finetune(
         typer.Option(
             "--freeze-encoder",
             help="Embed the images once with the frozen encoder "
-            "and train only the method's head (matching, relation, siamese).",
+            "and train only the method's head (matching, relation, siamese; protonet with "
+            "--distance cosine trains its scale).",
             show_default=False,
         ),
     ] = None,
@@ -543,6 +541,14 @@ def finetune(
         typer.Option(
             "--head-lr",
             help="Learning rate of the method's head (default: --lr).",
+            show_default=False,
+        ),
+    ] = None,
+    distance: Annotated[
+        str | None,
+        typer.Option(
+            "--distance",
+            help="ProtoNet distance: euclidean or cosine (learnable scale).",
             show_default=False,
         ),
     ] = None,
@@ -585,6 +591,7 @@ def finetune(
                 "finetune.freeze_encoder": freeze_encoder,
                 "finetune.head_lr": head_lr,
                 "finetune.attention": attention,
+                "finetune.distance": distance,
                 "finetune.patience": patience,
                 **_training_overrides(
                     "finetune",
@@ -624,7 +631,7 @@ def finetune(
                 f"saved {result.run_dir / 'model.safetensors'} ({result.fit.epochs} epochs"
                 + (
                     f", best val_acc {best['val_acc']:.3f} at epoch {best['epoch']}"
-                    if "val_acc" in best
+                    if best.get("val_acc") is not None
                     else ""
                 )
                 + ")"
@@ -665,7 +672,7 @@ def evaluate(
     with domain_errors():
         from sketchshot import engine
 
-        base = engine.saved_config(model)
+        base = engine.saved_config(model).model_copy(update={"device": "auto"})
         if data is not None:
             base = base.model_copy(update={"data": Config().data})
         cfg = _config(
@@ -758,10 +765,8 @@ def info(
     """Print a saved model's metadata (architecture, preprocessing, classes, metrics, hash)."""
     with domain_errors():
         from sketchshot import engine
-        from sketchshot.checkpoint import read_sidecar
 
-        meta = read_sidecar(model) if model else engine.info(None)
-        meta.pop("_sidecar", None)
+        meta = engine.info(model)
         if as_json:
             print(to_json(meta))
             return

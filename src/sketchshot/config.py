@@ -114,6 +114,7 @@ class PretrainConfig(TrainingConfig):
     ema_decay: float = Field(0.996, ge=0, le=1, description="BYOL target EMA decay")
     ema_cosine: bool = Field(True, description="BYOL: ramp the EMA decay to 1.0 (cosine)")
     augment_strength: float = Field(1.0, ge=0, le=2, description="strength of the sketch views")
+    flip: bool = Field(False, description="also mirror views left-right (not for characters)")
 
 
 class FinetuneConfig(TrainingConfig):
@@ -131,6 +132,9 @@ class FinetuneConfig(TrainingConfig):
     )
     freeze_encoder: bool = Field(
         False, description="embed once with the frozen encoder; train only the method's head"
+    )
+    distance: Literal["euclidean", "cosine"] = Field(
+        "euclidean", description="ProtoNet distance (cosine has a learnable scale)"
     )
     attention: Literal["cosine", "mlp"] = Field("cosine", description="Matching attention")
     hidden_dim: int = Field(128, ge=2, description="width of learned heads")

@@ -17,6 +17,9 @@ from sketchshot.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda' or 'mps'; anything else is refused."""
+    if name not in ("auto", "cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {name!r}; choose one of: auto, cpu, cuda, mps")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

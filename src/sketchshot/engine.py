@@ -3,7 +3,6 @@ renders what it returns; nothing here imports typer."""
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from rich.console import Console
 
 from sketchshot.checkpoint import load_model, read_sidecar
@@ -21,10 +21,9 @@ from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
 from sketchshot.data.dataset import with_rotations
 from sketchshot.data.episodes import Episode, EpisodeSampler
 from sketchshot.data.folder import decode_sketch, load_image_folder
-from sketchshot.data.splits import take_split
 from sketchshot.distributed import DistContext, resolve_device
 from sketchshot.encoders import ENCODERS, create_encoder, initialise_encoder
-from sketchshot.errors import ConfigError, DataError, SketchshotError
+from sketchshot.errors import CheckpointError, ConfigError, DataError, SketchshotError
 from sketchshot.evaluation import embed, evaluate_dataset
 from sketchshot.methods import METHODS, create_method, method_arguments
 from sketchshot.runs import RunResult, latest_run, model_spec, train_run
@@ -32,15 +31,8 @@ from sketchshot.runs import RunResult, latest_run, model_spec, train_run
 __all__ = ["RunResult", "evaluate", "finetune", "info", "predict", "pretrain"]
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_glyphs(cfg: DataConfig, image_size: int) -> SketchDataset:
-    return load_dataset(cfg, image_size)
-
-
 def load_split(cfg: DataConfig, image_size: int, split: Split) -> SketchDataset:
-    """One split of the configured data; the built-in glyphs are generated once per process."""
-    if cfg.source == "builtin":
-        return take_split(_cached_glyphs(cfg, image_size), cfg, split)
+    """One split of the configured data (the built-in glyphs are generated once per process)."""
     return load_dataset(cfg, image_size, split)
 
 
@@ -75,9 +67,9 @@ def pretrain(
         raise DataError(f"pretraining needs at least 2 images, {train.origin} has {len(train)}")
     spec = model_spec(p.method, cfg.encoder.name, image_size, **method_arguments(p.method, p))
     encoder = create_encoder(cfg.encoder.name, image_size=image_size)
+    if resume is None:  # before the method copies it (BYOL's target starts as the encoder)
+        spec["init"] = initialise_encoder(encoder, cfg.encoder.init)
     method = create_method(p.method, encoder, **spec["method_args"])
-    if resume is None:
-        spec["init"] = initialise_encoder(method.encoder, cfg.encoder.init)
     unique = UniqueClassBatchSampler(train.labels, p.batch_size) if p.unique_class_batches else None
 
     def plan(ctx: DistContext) -> tuple[Any, int]:
@@ -160,17 +152,18 @@ def finetune(
     if not quiet and spec.get("init", "random") != "random":
         console.print(f"encoder initialised from {spec['init']}")
 
+    if f.freeze_encoder:
+        method.encoder.requires_grad_(False)
+
     def plan(ctx: DistContext) -> tuple[Any, int]:
-        if f.freeze_encoder:  # embed once; episodes then index the cache
-            method.encoder.requires_grad_(False)
-            method.to(ctx.device)
-            items = embed(method, train.images, ctx.device).cpu()
-        else:
-            items = train.images
+        cache: list[torch.Tensor] = []
 
         def take(index: np.ndarray) -> torch.Tensor:
-            chosen = items[torch.from_numpy(index)]
-            return chosen if f.freeze_encoder else chosen.float().div_(255.0)
+            if not f.freeze_encoder:
+                return train.images[torch.from_numpy(index)].float().div_(255.0)
+            if not cache:  # embed once, on first use: after --resume has restored the weights
+                cache.append(embed(method, train.images, ctx.device).cpu())
+            return cache[0][torch.from_numpy(index)]
 
         def batches(rng: np.random.Generator) -> Iterator[Episode]:
             rng = np.random.default_rng([int(rng.integers(2**31)), ctx.rank])  # own episodes
@@ -246,8 +239,11 @@ def saved_config(model: Path | None) -> Config:
     meta = read_sidecar(model or latest_run())
     try:
         return Config.model_validate(meta.get("config", {}))
-    except Exception:  # an older or hand-edited sidecar: fall back to defaults
-        return Config()
+    except ValidationError as exc:
+        raise CheckpointError(
+            f"{meta['_sidecar']}: its config does not fit this sketchshot ({exc.error_count()} "
+            "problem(s)); pass --data and --config explicitly"
+        ) from None
 
 
 @dataclass
@@ -295,7 +291,7 @@ def predict(
         if readable:
             batch = torch.from_numpy(np.stack([a for _, a in readable])).unsqueeze(1)
             query = embed(method, batch, device)
-            probs = method.score(support_emb, labels, query, n_way).softmax(dim=1).cpu()
+            probs = method.probabilities(method.score(support_emb, labels, query, n_way)).cpu()
             for (path, _), p in zip(readable, probs, strict=True):
                 top = p.topk(min(top_k, n_way))
                 scores = {

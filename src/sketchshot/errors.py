@@ -21,6 +21,10 @@ class ConfigError(SketchshotError):
     exit_code = 2
 
 
+class TrainingDiverged(SketchshotError):
+    """The loss became NaN or infinite."""
+
+
 class TrainingInterrupted(SketchshotError):
     """Training stopped by Ctrl-C after writing the ``last`` checkpoint."""
 

@@ -86,8 +86,9 @@ def sidecar_for(spec: dict, cfg: Config, image_size: int, dataset: SketchDataset
 def episode_validator(
     val: SketchDataset | None, n_shot: int, episodes: int, device: Any, seed: int
 ) -> Validator | None:
-    """5-way (or fewer) 1-nearest-prototype episodes on held-out classes, scored on embeddings
-    computed once per validation: the kNN monitor of pretraining and fine-tuning alike."""
+    """5-way (or fewer) ``n_shot`` episodes on held-out classes, scored by the method's own
+    ``score`` on embeddings computed once per validation. For self-supervised methods that is
+    the 1-shot nearest-prototype (kNN) monitor on backbone features."""
     if val is None or episodes == 0 or len(val.class_names) < 2:
         return None
     n_way = min(5, len(val.class_names))
@@ -157,8 +158,7 @@ def train_run(
             val_every=section.val_every,
             monitor="val_acc" if validate else "loss",
             patience=section.patience,
-            head_lr_scale=(getattr(section, "head_lr", None) or section.optim.lr)
-            / section.optim.lr,
+            head_lr_scale=(section.head_lr or section.optim.lr) / section.optim.lr,
             amp=section.amp,
             channels_last=section.channels_last,
         )

@@ -30,7 +30,7 @@ from torch import nn
 from sketchshot.checkpoint import load_training_state, save_training_state
 from sketchshot.config import OptimConfig
 from sketchshot.distributed import DistContext, resolve_device  # noqa: F401  (re-exported)
-from sketchshot.errors import ConfigError, TrainingInterrupted
+from sketchshot.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from sketchshot.methods import Method
 
 BatchFactory = Callable[[np.random.Generator], Iterator[Any]]
@@ -86,7 +86,7 @@ class LoopSettings:
     checkpoint_every: int = 0
     val_every: int = 1
     monitor: str = "loss"  # key in the epoch record; "loss" is minimised, anything else maximised
-    patience: int | None = None  # epochs with validation and no improvement before stopping
+    patience: int | None = None  # validations without improvement before stopping
     head_lr_scale: float = 1.0
     amp: str = "off"  # "bf16" or "fp16" autocast on CUDA
     channels_last: bool = False
@@ -137,6 +137,7 @@ class Trainer:
             "step": 0,
             "best": None,
             "best_epoch": None,
+            "stale": 0,
             "seconds": 0.0,
             "images": 0,
         }
@@ -185,7 +186,10 @@ class Trainer:
             out = self.model(batch.to(self.device))
         loss = out["loss"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {loop['step']}")
+            raise TrainingDiverged(
+                f"training diverged: the loss became {loss.item()} at step {loop['step']}; "
+                "try a lower --lr"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -205,30 +209,31 @@ class Trainer:
         loop["images"] += len(batch) * self.ctx.world_size
         return {"loss": loss.item(), "lr": lr} | {k: float(v) for k, v in out["metrics"].items()}
 
-    def end_epoch(self, record: dict[str, Any]) -> None:
-        """Validate, log, keep ``best`` by the monitored value, write ``last`` (rank 0)."""
+    def end_epoch(self, record: dict[str, Any], last: bool = False) -> None:
+        """Validate (every ``val_every`` epochs and at the end), log, keep ``best`` by the
+        monitored value, write ``last`` (rank 0)."""
         s, loop = self.settings, self.loop
         loop["epoch"] += 1
         loop["step_in_epoch"] = 0
         if not self.ctx.is_main:
             return
-        if self.validate is not None and (
-            loop["epoch"] % s.val_every == 0 or loop["epoch"] == s.epochs
-        ):
+        if self.validate is not None and (loop["epoch"] % s.val_every == 0 or last):
             self.method.eval()
             record.update(self.validate(self.method))
         self.log(record)
         self.history.append(record)
         score = record.get(s.monitor)
-        if score is not None and (
-            loop["best"] is None
-            or (score < loop["best"] if s.monitor == "loss" else score > loop["best"])
-        ):
-            loop["best"], loop["best_epoch"] = score, loop["epoch"]
-            self.best_state = {
-                k: v.detach().cpu().clone() for k, v in self.method.state_dict().items()
-            }
-            self.save_model("checkpoints/best", record)
+        if score is not None:
+            if loop["best"] is None or (
+                score < loop["best"] if s.monitor == "loss" else score > loop["best"]
+            ):
+                loop["best"], loop["best_epoch"], loop["stale"] = score, loop["epoch"], 0
+                self.best_state = {
+                    k: v.detach().cpu().clone() for k, v in self.method.state_dict().items()
+                }
+                self.save_model("checkpoints/best", record)
+            else:
+                loop["stale"] = loop.get("stale", 0) + 1  # validations without improvement
         if s.checkpoint_every and loop["epoch"] % s.checkpoint_every == 0:
             self.save_model(f"checkpoints/epoch_{loop['epoch']}", record)
         self.save_last()
@@ -287,7 +292,7 @@ class Trainer:
                 **{k: v / n for k, v in sums.items()},
                 "seconds": loop["seconds"],
             }
-            self.end_epoch(record)
+            self.end_epoch(record, last=loop["epoch"] + 1 >= s.epochs or self.out_of_time())
             progress.update(
                 task,
                 status=" ".join(
@@ -301,11 +306,9 @@ class Trainer:
         return "done"
 
     def patience_ran_out(self) -> bool:
-        """No better validation for ``patience`` epochs (decided on rank 0, shared)."""
+        """No better validation for ``patience`` validations (decided on rank 0, shared)."""
         s, loop = self.settings, self.loop
-        stop = bool(
-            s.patience and loop["best_epoch"] and loop["epoch"] - loop["best_epoch"] >= s.patience
-        )
+        stop = bool(s.patience and loop.get("stale", 0) >= s.patience)
         if self.ctx.enabled:
             flag = torch.tensor([float(stop)], device=self.device)
             torch.distributed.broadcast(flag, src=0)

@@ -39,13 +39,13 @@ class UniqueClassBatchSampler:
         self, rng: np.random.Generator, rank: int = 0, world: int = 1
     ) -> Iterator[np.ndarray]:
         queues = [list(rng.permutation(ix)) for ix in self.by_class]
-        step = 0
+        batches = []
         while True:
             left = np.array([len(q) for q in queues], dtype=float)
             if (left > 0).sum() < self.batch_size:
-                return
+                break
             classes = rng.choice(len(queues), self.batch_size, replace=False, p=left / left.sum())
-            batch = np.array([queues[c].pop() for c in classes])
-            if step % world == rank:  # every rank draws the same sequence and keeps its share
-                yield batch
-            step += 1
+            batches.append(np.array([queues[c].pop() for c in classes]))
+        # every rank draws the same sequence and keeps its share, all shares the same length
+        usable = len(batches) - len(batches) % world
+        yield from batches[rank:usable:world]

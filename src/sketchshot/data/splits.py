@@ -18,6 +18,8 @@ def split_classes(class_names: tuple[str, ...], cfg: DataConfig) -> dict[str, li
         taken: dict[str, str] = {}
         for part, patterns in explicit.items():
             out[part] = match_classes(names, patterns) if patterns else []
+            if patterns and not out[part]:
+                raise DataError(f"--{part}-classes {list(patterns)} matches no class")
             for name in out[part]:
                 if name in taken:
                     raise DataError(f"class {name!r} is in both the {taken[name]} and {part} split")

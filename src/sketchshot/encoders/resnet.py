@@ -96,15 +96,18 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 @ENCODERS.register("resnet18")
-def resnet18(image_size: int = 64) -> ResNetEncoder:
-    return ResNetEncoder("resnet18", image_size)
+class ResNet18(ResNetEncoder):
+    def __init__(self, image_size: int = 64) -> None:
+        super().__init__("resnet18", image_size)
 
 
 @ENCODERS.register("resnet34")
-def resnet34(image_size: int = 64) -> ResNetEncoder:
-    return ResNetEncoder("resnet34", image_size)
+class ResNet34(ResNetEncoder):
+    def __init__(self, image_size: int = 64) -> None:
+        super().__init__("resnet34", image_size)
 
 
 @ENCODERS.register("resnet50")
-def resnet50(image_size: int = 64) -> ResNetEncoder:
-    return ResNetEncoder("resnet50", image_size)
+class ResNet50(ResNetEncoder):
+    def __init__(self, image_size: int = 64) -> None:
+        super().__init__("resnet50", image_size)

@@ -46,6 +46,10 @@ class Method(nn.Module):
         groups = [{"params": encoder, "lr_scale": 1.0}, {"params": head, "lr_scale": head_lr_scale}]
         return [g for g in groups if g["params"]]
 
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [Q, n_way] from ``score``'s output (a softmax of logits)."""
+        return scores.softmax(dim=-1)
+
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with training progress in [0, 1] (EMA updates)."""
 

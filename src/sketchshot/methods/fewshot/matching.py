@@ -28,7 +28,8 @@ class MatchingNetworks(FewShotMethod):
         if attention not in ("cosine", "mlp"):
             raise ValueError(f"attention must be 'cosine' or 'mlp', not {attention!r}")
         self.attention = attention
-        self.log_scale = nn.Parameter(torch.tensor(2.3))  # exp(2.3) ~ 10
+        # exp(2.3) ~ 10; only the cosine attention has a scale (DDP refuses unused parameters)
+        self.log_scale = nn.Parameter(torch.tensor(2.3)) if attention == "cosine" else None
         d = encoder.embedding_dim
         self.scorer = (
             nn.Sequential(nn.Linear(2 * d, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
@@ -38,7 +39,7 @@ class MatchingNetworks(FewShotMethod):
 
     def attention_logits(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """Unnormalised attention [Q, S] of each query over each support embedding."""
-        if self.scorer is None:
+        if self.log_scale is not None:
             cos = F.normalize(query, dim=-1) @ F.normalize(support, dim=-1).T
             return cos * self.log_scale.exp()
         q, s = query.shape[0], support.shape[0]

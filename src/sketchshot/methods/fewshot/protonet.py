@@ -1,19 +1,37 @@
-"""Prototypical Networks (Snell et al. 2017): classify a query by its squared Euclidean
-distance to each class's mean support embedding."""
+"""Prototypical Networks (Snell et al. 2017): classify a query by its distance to each class's
+mean support embedding."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from sketchshot.encoders import Encoder
 from sketchshot.methods.base import METHODS, prototypes
 from sketchshot.methods.fewshot.base import FewShotMethod
 
 
 @METHODS.register("protonet")
 class ProtoNet(FewShotMethod):
+    """distance="euclidean": logits are negative squared Euclidean distances, as in the paper;
+    distance="cosine": cosine similarity times a learnable scale (initially 10)."""
+
+    def __init__(
+        self, encoder: Encoder, distance: str = "euclidean", augment_strength: float = 0.0
+    ) -> None:
+        super().__init__(encoder, augment_strength)
+        if distance not in ("euclidean", "cosine"):
+            raise ValueError(f"distance must be 'euclidean' or 'cosine', not {distance!r}")
+        self.distance = distance
+        self.log_scale = nn.Parameter(torch.tensor(2.3)) if distance == "cosine" else None
+
     def score(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int
     ) -> torch.Tensor:
-        """Logits [Q, n_way] = -||query - prototype||^2 for support [S, D], query [Q, D]."""
+        """Logits [Q, n_way] for support [S, D] with labels [S] and query [Q, D]."""
         protos = prototypes(support, support_labels, n_way)
-        return -torch.cdist(query, protos).pow(2)
+        if self.log_scale is None:
+            return -torch.cdist(query, protos).pow(2)
+        cos = F.normalize(query, dim=-1) @ F.normalize(protos, dim=-1).T
+        return cos * self.log_scale.exp()

@@ -39,6 +39,10 @@ class RelationNetworks(FewShotMethod):
         )
         return torch.sigmoid(self.relation(pairs.flatten(0, 1))).view(q, n_way)
 
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Relation scores are independent sigmoids: normalise them to sum to one."""
+        return scores / scores.sum(dim=-1, keepdim=True).clamp(min=1e-8)
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """MSE of relation scores against one-hot targets, as in the paper."""
         return F.mse_loss(logits, F.one_hot(labels, logits.shape[1]).to(logits.dtype))

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from sketchshot.data.views import SketchAugment
 from sketchshot.encoders import Encoder
 from sketchshot.methods.base import Method
+
+
+def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """MLP head [B, in_dim] -> [B, out_dim]: Linear, BatchNorm, ReLU, Linear."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim, bias=False),
+        nn.BatchNorm1d(hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim),
+    )
 
 
 class SSLMethod(Method):
@@ -15,9 +26,9 @@ class SSLMethod(Method):
 
     kind = "ssl"
 
-    def __init__(self, encoder: Encoder, augment_strength: float = 1.0) -> None:
+    def __init__(self, encoder: Encoder, augment_strength: float = 1.0, flip: bool = False) -> None:
         super().__init__(encoder)
-        self.augment = SketchAugment(augment_strength)
+        self.augment = SketchAugment(augment_strength, flip=flip)
 
     def two_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.augment(images), self.augment(images)

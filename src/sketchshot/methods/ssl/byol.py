@@ -12,8 +12,7 @@ from torch import nn
 
 from sketchshot.encoders import Encoder
 from sketchshot.methods.base import METHODS, StepOutput
-from sketchshot.methods.ssl.base import SSLMethod
-from sketchshot.methods.ssl.simclr import projection_head
+from sketchshot.methods.ssl.base import SSLMethod, projection_head
 
 
 def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -48,8 +47,9 @@ class BYOL(SSLMethod):
         ema_decay: float = 0.996,
         ema_cosine: bool = True,
         augment_strength: float = 1.0,
+        flip: bool = False,
     ) -> None:
-        super().__init__(encoder, augment_strength)
+        super().__init__(encoder, augment_strength, flip)
         self.ema_decay, self.ema_cosine = ema_decay, ema_cosine
         self.projector = projection_head(encoder.embedding_dim, hidden_dim, projection_dim)
         self.predictor = projection_head(projection_dim, hidden_dim, projection_dim)

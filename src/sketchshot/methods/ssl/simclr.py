@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from sketchshot.distributed import gather_with_grad
 from sketchshot.encoders import Encoder
 from sketchshot.methods.base import METHODS, StepOutput
-from sketchshot.methods.ssl.base import SSLMethod
+from sketchshot.methods.ssl.base import SSLMethod, projection_head
 
 
 def nt_xent_loss(
@@ -35,15 +34,6 @@ def nt_xent_loss(
     return F.cross_entropy(sim, torch.cat([own + total, own]))
 
 
-def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim, bias=False),
-        nn.BatchNorm1d(hidden_dim),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, out_dim),
-    )
-
-
 @METHODS.register("simclr")
 class SimCLR(SSLMethod):
     """images [B, 1, S, S] -> two views -> encoder [2B, D] -> head [2B, P] -> NT-Xent."""
@@ -56,8 +46,9 @@ class SimCLR(SSLMethod):
         projection_dim: int = 128,
         augment_strength: float = 1.0,
         gather_negatives: bool = False,
+        flip: bool = False,
     ) -> None:
-        super().__init__(encoder, augment_strength)
+        super().__init__(encoder, augment_strength, flip)
         self.temperature, self.gather_negatives = temperature, gather_negatives
         self.head = projection_head(encoder.embedding_dim, hidden_dim, projection_dim)
 

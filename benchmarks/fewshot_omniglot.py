@@ -1,0 +1,99 @@
+"""Episodic fine-tuning on Omniglot: train conv4 at 28x28 on images_background_small1.zip,
+test 1-shot on the alphabets found only in images_background_small2.zip (1000 episodes, 95% CI),
+optionally side by side with easyfsl's PrototypicalNetworks in its own venv.
+
+  python benchmarks/fewshot_omniglot.py --methods protonet matching relation siamese \\
+      --minutes 20 [--init RUN] [--peers-python /tmp/peers/bin/python]
+
+Every row trains for the same wall time and is scored on the same episodes. Prints a table and
+appends it to benchmarks/results/fewshot_omniglot.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from omniglot import held_out, one_shot_accuracy, train_config  # noqa: E402
+
+from sketchshot import engine  # noqa: E402
+from sketchshot.config import Config  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fewshot_omniglot.md"
+
+
+def run_ours(method: str, minutes: float, init: str, overrides: dict, test, episodes: int):
+    finetune = {
+        "method": method, "init": init, "n_way": 60, "n_shot": 1, "n_query": 5,
+        "episodes_per_epoch": 100, "epochs": 1000, "max_minutes": minutes, "val_episodes": 0,
+        "augment_strength": 1.0, "rotation_classes": True,
+        "optim": {"schedule": "cosine", "lr": 1e-3}, **overrides,
+    }  # fmt: skip
+    cfg = Config.model_validate({"data": train_config().model_dump(), "finetune": finetune})
+    with tempfile.TemporaryDirectory() as tmp:
+        run = engine.finetune(cfg, Path(tmp) / "run", quiet=True)
+        model, _ = engine.load_model(run.run_dir)
+    label = " ".join(f"{k}={v}" for k, v in overrides.items())
+    start = "scratch" if init == "scratch" else "SSL init"
+    return {"name": f"sketchshot {method} ({start}) {label}".strip(),
+            "images_per_s": run.fit.images_per_s,
+            **one_shot_accuracy(model, test, episodes)}  # fmt: skip
+
+
+def fmt(row: dict) -> str:
+    def acc(key: str) -> str:
+        mean, ci = row[key]
+        return f"{100 * mean:.1f} ± {100 * ci:.1f}%"
+
+    return f"| {row['name']} | {row['images_per_s']:.0f} | {acc('5w1s')} | {acc('20w1s')} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=["protonet"])
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--init", default="scratch", help="scratch or an SSL run folder")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--peers-python", help="python of a venv with easyfsl and sketchshot")
+    parser.add_argument("--episodes", type=int, default=1000)
+    args = parser.parse_args()
+    overrides = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v
+                 for k, v in (item.split("=", 1) for item in args.set)}  # fmt: skip
+    test = held_out()
+    rows = []
+    for method in args.methods:
+        rows.append(run_ours(method, args.minutes, args.init, overrides, test, args.episodes))
+        print(fmt(rows[-1]), flush=True)
+    if args.peers_python:
+        done = subprocess.run(
+            [args.peers_python, str(Path(__file__).parent / "peers" / "easyfsl_protonet.py"),
+             "--minutes", str(args.minutes)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(fmt(rows[-1]), flush=True)
+    table = [
+        f"## {time.strftime('%Y-%m-%d %H:%M')}: {args.minutes:g} min of training per row, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        "",
+        "| run | images/s | 5-way 1-shot | 20-way 1-shot |",
+        "| --- | ---: | ---: | ---: |",
+        *(fmt(r) for r in rows),
+        "",
+    ]
+    print("\n".join(table))
+    RESULTS.parent.mkdir(exist_ok=True)
+    with open(RESULTS, "a", encoding="utf-8") as f:
+        f.write("\n".join(table) + "\n")
+
+
+if __name__ == "__main__":
+    main()

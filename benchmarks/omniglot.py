@@ -47,3 +47,23 @@ def one_shot_accuracy(
         s = score_episodes(method, emb, test.labels, n_way, 1, 15, episodes, seed)
         out[f"{n_way}w1s"] = (s.mean, s.ci95)
     return out
+
+
+def fmt(row: dict) -> str:
+    """One markdown table row: name, images/s, 5-way and 20-way 1-shot with 95% CI."""
+
+    def acc(key: str) -> str:
+        mean, ci = row[key]
+        return f"{100 * mean:.1f} ± {100 * ci:.1f}%"
+
+    return f"| {row['name']} | {row['images_per_s']:.0f} | {acc('5w1s')} | {acc('20w1s')} |"
+
+
+def report(rows: list[dict], title: str, results: Path) -> None:
+    """Print the table and append it to ``results``."""
+    table = [f"## {title}", "", "| run | images/s | 5-way 1-shot | 20-way 1-shot |",
+             "| --- | ---: | ---: | ---: |", *(fmt(r) for r in rows), ""]  # fmt: skip
+    print("\n".join(table))
+    results.parent.mkdir(exist_ok=True)
+    with open(results, "a", encoding="utf-8") as f:
+        f.write("\n".join(table) + "\n")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from omniglot import held_out, one_shot_accuracy, train_config  # noqa: E402
+from omniglot import fmt, held_out, one_shot_accuracy, report, train_config  # noqa: E402
 
 from sketchshot import engine  # noqa: E402
 from sketchshot.config import Config  # noqa: E402
@@ -65,19 +65,11 @@ def main() -> None:
         )  # fmt: skip
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(fmt(rows[-1]), flush=True)
-    table = [
-        f"## {time.strftime('%Y-%m-%d %H:%M')}: {args.minutes:g} min per method, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
-        "",
-        "| run | images/s | 5-way 1-shot | 20-way 1-shot |",
-        "| --- | ---: | ---: | ---: |",
-        *(fmt(r) for r in rows),
-        "",
-    ]
-    print("\n".join(table))
-    RESULTS.parent.mkdir(exist_ok=True)
-    with open(RESULTS, "a", encoding="utf-8") as f:
-        f.write("\n".join(table) + "\n")
+    title = (
+        f"{time.strftime('%Y-%m-%d %H:%M')}: {args.minutes:g} min per row, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    report(rows, title, RESULTS)
 
 
 def run_ours(method: str, minutes: float, overrides: dict, test, episodes: int) -> dict:
@@ -91,14 +83,6 @@ def run_ours(method: str, minutes: float, overrides: dict, test, episodes: int) 
     return {"name": f"sketchshot {method} {label}".strip(), "seconds": run.fit.seconds,
             "images_per_s": run.fit.images_per_s,
             **one_shot_accuracy(model, test, episodes)}  # fmt: skip
-
-
-def fmt(row: dict) -> str:
-    def acc(key: str) -> str:
-        mean, ci = row[key]
-        return f"{100 * mean:.1f} ± {100 * ci:.1f}%"
-
-    return f"| {row['name']} | {row['images_per_s']:.0f} | {acc('5w1s')} | {acc('20w1s')} |"
 
 
 if __name__ == "__main__":

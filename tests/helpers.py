@@ -33,16 +33,10 @@ def plain(text: str) -> str:
 
 
 def model_spec(method: str, encoder: str, image_size: int, **method_args: object) -> dict:
-    """A sidecar ``model`` block, written out as the engine writes it."""
-    from sketchshot.methods import METHODS
+    """A sidecar ``model`` block, as the engine writes it."""
+    from sketchshot.runs import model_spec as engine_spec
 
-    return {
-        "method": method,
-        "kind": METHODS.get(method).kind,
-        "method_args": method_args,
-        "encoder": encoder,
-        "encoder_args": {"image_size": image_size},
-    }
+    return engine_spec(method, encoder, image_size, **method_args)
 
 
 def sketch_array(class_index: int, variant: int, size: int = 40, white: bool = True) -> np.ndarray:

@@ -35,10 +35,7 @@ class SiameseNetworks(FewShotMethod):
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int
     ) -> torch.Tensor:
         """Per class, the best pair logit [Q, n_way] over that class's support images."""
-        pairs = self.pair_logits(support, query)  # [Q, S]
-        mask = F.one_hot(support_labels, n_way).T.bool()  # [n_way, S]
-        expanded = pairs[:, None, :].masked_fill(~mask[None], float("-inf"))
-        return expanded.amax(dim=-1)
+        return best_per_class(self.pair_logits(support, query), support_labels, n_way)
 
     def episode_loss(
         self,
@@ -53,6 +50,10 @@ class SiameseNetworks(FewShotMethod):
         n_pos = same.sum().clamp(min=1)
         pos_weight = (same.numel() - n_pos) / n_pos  # balance positives and negatives
         loss = F.binary_cross_entropy_with_logits(pairs, same, pos_weight=pos_weight)
-        mask = F.one_hot(support_labels, n_way).T.bool()
-        logits = pairs[:, None, :].masked_fill(~mask[None], float("-inf")).amax(dim=-1)
-        return loss, logits.detach()
+        return loss, best_per_class(pairs.detach(), support_labels, n_way)
+
+
+def best_per_class(pairs: torch.Tensor, support_labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """[Q, S] pair logits -> [Q, n_way]: each class's best logit over its support images."""
+    mask = F.one_hot(support_labels, n_way).T.bool()  # [n_way, S]
+    return pairs[:, None, :].masked_fill(~mask[None], float("-inf")).amax(dim=-1)

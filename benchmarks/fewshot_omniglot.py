@@ -3,7 +3,7 @@ test 1-shot on the alphabets found only in images_background_small2.zip (1000 ep
 optionally side by side with easyfsl's PrototypicalNetworks in its own venv.
 
   python benchmarks/fewshot_omniglot.py --methods protonet matching relation siamese \\
-      --minutes 20 [--init RUN] [--peers-python /tmp/peers/bin/python]
+      --minutes 20 [--init scratch RUN] [--peers-python /tmp/peers/bin/python]
 
 Every row trains for the same wall time and is scored on the same episodes. Prints a table and
 appends it to benchmarks/results/fewshot_omniglot.md.
@@ -52,7 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["protonet"])
     parser.add_argument("--minutes", type=float, default=20.0)
-    parser.add_argument("--init", default="scratch", help="scratch or an SSL run folder")
+    parser.add_argument(
+        "--init", nargs="+", default=["scratch"], help="scratch and/or SSL run folders (a row each)"
+    )
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--peers-python", help="python of a venv with easyfsl and sketchshot")
     parser.add_argument("--episodes", type=int, default=1000)
@@ -62,8 +64,9 @@ def main() -> None:
     test = held_out()
     rows = []
     for method in args.methods:
-        rows.append(run_ours(method, args.minutes, args.init, overrides, test, args.episodes))
-        print(fmt(rows[-1]), flush=True)
+        for init in args.init:
+            rows.append(run_ours(method, args.minutes, init, overrides, test, args.episodes))
+            print(fmt(rows[-1]), flush=True)
     if args.peers_python:
         done = subprocess.run(
             [args.peers_python, str(Path(__file__).parent / "peers" / "easyfsl_protonet.py"),

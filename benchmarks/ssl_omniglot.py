@@ -44,6 +44,7 @@ def main() -> None:
     )
     parser.add_argument("--peers-python", help="python of a venv with lightly and sketchshot")
     parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--keep", type=Path, help="keep each run folder as KEEP/<method>")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     overrides = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v
@@ -55,7 +56,7 @@ def main() -> None:
                  **one_shot_accuracy(create_method("simclr", create_encoder("conv4")).eval(),
                                      test, args.episodes)})  # fmt: skip
     for method in args.methods:
-        rows.append(run_ours(method, args.minutes, overrides, test, args.episodes))
+        rows.append(run_ours(method, args.minutes, overrides, test, args.episodes, args.keep))
         print(fmt(rows[-1]), flush=True)
     if args.peers_python:
         done = subprocess.run(
@@ -72,12 +73,14 @@ def main() -> None:
     report(rows, title, RESULTS)
 
 
-def run_ours(method: str, minutes: float, overrides: dict, test, episodes: int) -> dict:
+def run_ours(
+    method: str, minutes: float, overrides: dict, test, episodes: int, keep: Path | None = None
+) -> dict:
     pretrain = {"method": method, "epochs": 1000, "max_minutes": minutes, "val_episodes": 0,
                 **overrides}  # fmt: skip
     cfg = Config.model_validate({"data": train_config().model_dump(), "pretrain": pretrain})
     with tempfile.TemporaryDirectory() as tmp:
-        run = engine.pretrain(cfg, Path(tmp) / "run", quiet=True)
+        run = engine.pretrain(cfg, (keep or Path(tmp)) / method, quiet=True)
         model, _ = engine.load_model(run.run_dir)
     label = " ".join(f"{k}={v}" for k, v in overrides.items())
     return {"name": f"sketchshot {method} {label}".strip(), "seconds": run.fit.seconds,

@@ -24,8 +24,10 @@ from sketchshot.evaluation import evaluate_dataset
 from sketchshot.methods import create_method
 
 
-def bare_conv4(seconds: float, batch: int = 300) -> float:
+def bare_conv4(seconds: float, batch: int = 300, channels_last: bool = False) -> float:
     net = create_encoder("conv4")
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters())
     x = torch.rand(batch, 1, 28, 28)
     done, start = 0, time.perf_counter()
@@ -52,13 +54,20 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     bare = bare_conv4(args.seconds)
     print(f"bare conv4 28px fwd+bwd, batch 300:       {bare:7.0f} images/s")
-    simclr = loop_rate(
-        "pretrain", args.seconds, {"pretrain.batch_size": 256, "pretrain.epochs": 100}
-    )
-    print(
-        f"SimCLR loop, batch 256 (512 views):       {simclr:7.0f} images/s "
-        f"({2 * simclr:.0f} views/s, {2 * simclr / bare:.2f} x bare)"
-    )
+    bare_cl = bare_conv4(args.seconds, channels_last=True)
+    print(f"  the same, channels-last weights:        {bare_cl:7.0f} images/s "
+          f"({bare_cl / bare:.2f} x)")  # fmt: skip
+    for channels_last in (False, True):
+        simclr = loop_rate(
+            "pretrain",
+            args.seconds,
+            {"pretrain.batch_size": 256, "pretrain.epochs": 100,
+             "pretrain.channels_last": channels_last},
+        )  # fmt: skip
+        print(
+            f"SimCLR loop, batch 256 (512 views){', channels-last' if channels_last else ''}: "
+            f"{simclr:7.0f} images/s ({2 * simclr:.0f} views/s, {2 * simclr / bare:.2f} x bare)"
+        )
     proto = loop_rate(
         "finetune",
         args.seconds,

@@ -40,16 +40,25 @@ COMMON_TRAIN = {
 }  # fmt: skip
 EVALUATE = {
     "--model", "--ways", "--shots", "--queries", "--episodes", "--split", "--data", "--classes",
-    "--exclude-classes", "--config", "--seed", "--device", "--json",
+    "--exclude-classes", "--config", "--seed", "--device", "--json", "--protocol",
+    "--episodes-in", "--episodes-out", "--draws", "--labelled-fraction", "--runs", "--tta",
+    "--save-grid", "--save-confusion",
 }  # fmt: skip
 DOCUMENTED = {
     "pretrain": COMMON_TRAIN | {"--batch-size", "--temperature"},
     "finetune": COMMON_TRAIN | {"--init", "--ways", "--shots", "--queries", "--episodes"},
     "evaluate": EVALUATE,
-    "predict": {"images", "--support", "--model", "--top-k", "--device", "--json"},
+    "enroll": {
+        "--support", "--bank", "--out", "--model", "--classes", "--shots", "--remove",
+        "--replace", "--calibrate", "--false-reject", "--device", "--json",
+    },
+    "predict": {
+        "images", "--support", "--bank", "--model", "--top-k", "--reject-below", "--json",
+        "--csv", "--batch-size", "--device", "--quiet",
+    },
     "info": {"model", "--json"},
     "demo": {"--out", "--seed", "--device", "--json", "--quiet"},
-}
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -122,7 +131,7 @@ def test_documented_options_exist(command):
 def test_help_shows_bracketed_text(cli):
     shown = flat(cli("pretrain", "--help").output)
     assert "[data], [encoder], [pretrain], [finetune], [evaluate]" in shown
-    assert "[default: 0.5]" in shown  # --temperature
+    assert "[default: 0.2]" in shown  # --temperature
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
@@ -252,7 +261,7 @@ def test_evaluate_starts_from_the_models_config(cli, monkeypatch):
     seen: list = []
     monkeypatch.setattr(engine, "saved_config", lambda model: saved)
 
-    def fake_evaluate(cfg, model=None, quiet=False, console=None):
+    def fake_evaluate(cfg, model=None, quiet=False, console=None, **outputs):
         seen.append((cfg, model))
         return SimpleNamespace(as_dict=lambda: {"accuracy": 0.5})
 

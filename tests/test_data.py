@@ -325,6 +325,28 @@ def test_augment_strength_scales_the_change(batch):
     assert change(0.1) < change(1.0)
 
 
+def test_crop_stays_inside_the_image_and_zooms_in():
+    # only the crop: a window inside the image never samples the zero padding outside it
+    aug = SketchAugment(1.0, rotation=0, scale=0, shear=0, translate=0, thickness_p=0,
+                        erase_p=0, crop=0.5)  # fmt: skip
+    torch.manual_seed(0)
+    page = aug(torch.ones(64, 1, 28, 28))  # (bilinear sampling blends the outer pixel ring)
+    assert torch.allclose(page[..., 1:-1, 1:-1], torch.ones(1), atol=1e-5)
+    # a centred square grows: the window covers 50-100% of the area, so ink covers more
+    square = torch.zeros(64, 1, 28, 28)
+    square[..., 10:18, 10:18] = 1
+    torch.manual_seed(0)
+    grown = aug(square).flatten(1).sum(1) / square.flatten(1).sum(1)
+    assert grown.min() >= 0.99 and grown.mean() > 1.2 and grown.max() <= 2.1
+
+
+def test_crop_one_is_off(batch):
+    torch.manual_seed(0)
+    a = SketchAugment(1.0, crop=1.0)(batch)
+    torch.manual_seed(0)
+    assert torch.equal(a, SketchAugment(1.0)(batch))
+
+
 def test_filters_never_move_a_class_to_another_split():
     # evaluate --exclude-classes must not reshuffle which classes were held out in training
     cfg = DataConfig(builtin={"n_classes": 30, "n_drawers": 2})

@@ -4,21 +4,24 @@ torch is imported only inside commands, so ``sketchshot --help`` answers at once
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from sketchshot import __version__
-from sketchshot.config import Config, resolve_config
+from sketchshot.config import Config, EnrollConfig, PredictConfig, resolve_config
 from sketchshot.errors import ConfigError, SketchshotError
 
 app = typer.Typer(
@@ -31,6 +34,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 err = Console(stderr=True)
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 # Shared options, defined once.
 ConfigOpt = Annotated[
@@ -168,8 +172,9 @@ AmpOpt = Annotated[
 ChannelsLastOpt = Annotated[
     bool | None,
     typer.Option(
-        "--channels-last",
-        help="Channels-last memory format on CUDA (ignored on the CPU).",
+        "--channels-last/--no-channels-last",
+        help="Channels-last weights: faster convolutions on the CPU (oneDNN) and on CUDA. "
+        "[default: on]",
         show_default=False,
     ),
 ]
@@ -364,7 +369,7 @@ def pretrain(
     temperature: Annotated[
         float | None,
         typer.Option(
-            "--temperature", help="SimCLR NT-Xent temperature. [default: 0.5]", show_default=False
+            "--temperature", help="SimCLR NT-Xent temperature. [default: 0.2]", show_default=False
         ),
     ] = None,
     ema_decay: Annotated[
@@ -392,6 +397,31 @@ def pretrain(
         ),
     ] = None,
     augment_strength: AugmentOpt = None,
+    crop: Annotated[
+        float | None,
+        typer.Option(
+            "--crop",
+            help="Smallest area of a view's random crop, as a fraction of the image "
+            "(RandomResizedCrop, aspect 3/4 to 4/3); 1 turns cropping off. [default: 0.6]",
+            show_default=False,
+        ),
+    ] = None,
+    thickness_p: Annotated[
+        float | None,
+        typer.Option(
+            "--thickness-p",
+            help="Probability of thickening or thinning a view's strokes. [default: 0]",
+            show_default=False,
+        ),
+    ] = None,
+    erase_p: Annotated[
+        float | None,
+        typer.Option(
+            "--erase-p",
+            help="Probability of erasing a random rectangle of a view. [default: 0]",
+            show_default=False,
+        ),
+    ] = None,
     max_minutes: MinutesOpt = None,
     optimizer: OptimizerOpt = None,
     schedule: ScheduleOpt = None,
@@ -420,6 +450,9 @@ def pretrain(
                 "pretrain.unique_class_batches": unique_class_batches,
                 "encoder.init": init,
                 "pretrain.augment_strength": augment_strength,
+                "pretrain.crop": crop,
+                "pretrain.thickness_p": thickness_p,
+                "pretrain.erase_p": erase_p,
                 **_training_overrides(
                     "pretrain",
                     epochs,
@@ -657,6 +690,89 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--protocol",
+            help="episodes: N-way K-shot episodes scored by the model's method, head included; "
+            "knn: cosine kNN on the encoder's features (before any head), 1-shot k=1, 5-shot "
+            "k=3 and --labelled-fraction k=5; linear: logistic-regression probe on the frozen "
+            "encoder's features; runs: Omniglot's one-shot runs (--runs). [default: episodes]",
+            show_default=False,
+        ),
+    ] = None,
+    episodes_in: Annotated[
+        Path | None,
+        typer.Option(
+            "--episodes-in",
+            help="Replay the episode list in this JSON file (from --episodes-out) on the same "
+            "drawings; its ways, shots, queries and count replace those options.",
+            show_default=False,
+        ),
+    ] = None,
+    episodes_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--episodes-out",
+            help="Save the scored episode list as JSON, to replay with --episodes-in (another "
+            "model on identical episodes).",
+            show_default=False,
+        ),
+    ] = None,
+    draws: Annotated[
+        int | None,
+        typer.Option(
+            "--draws",
+            help="knn and linear: seeded draws of the labelled images, for the 95% CI. "
+            "[default: 10]",
+            show_default=False,
+        ),
+    ] = None,
+    labelled_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--labelled-fraction",
+            help="knn (k=5) and linear: share of each class's images that is labelled; the "
+            "rest are queries. [default: 0.5]",
+            show_default=False,
+        ),
+    ] = None,
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            "--runs",
+            help="Folder or .zip of Omniglot one-shot runs (runNN/training/, runNN/test/, "
+            "runNN/class_labels.txt): error rate per run and the mean; implies --protocol runs.",
+            show_default=False,
+        ),
+    ] = None,
+    tta: Annotated[
+        int | None,
+        typer.Option(
+            "--tta",
+            help="Test-time augmentation: average each image's embedding with N-1 seeded "
+            "augmented views (mild affine jitter, stroke width). [default: 1, off]",
+            show_default=False,
+        ),
+    ] = None,
+    save_grid: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-grid",
+            help="Draw the first episode to FILE.png: support row, queries with predicted "
+            "labels, mistakes in red.",
+            show_default=False,
+        ),
+    ] = None,
+    save_confusion: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-confusion",
+            help="Draw the confusion matrix with class names to FILE.png (episodes, knn, "
+            "linear).",
+            show_default=False,
+        ),
+    ] = None,
     data: DataOpt = None,
     classes: ClassesOpt = None,
     exclude_classes: ExcludeOpt = None,
@@ -665,10 +781,12 @@ def evaluate(
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """N-way K-shot episodes on held-out classes: mean accuracy and 95% confidence interval.
+    """Evaluate a model on held-out classes, each image embedded once: N-way K-shot episodes
+    (mean, 95% CI, hardest classes), kNN and linear probes, or Omniglot's one-shot runs.
 
     Data and split default to those the model was trained with; a new --data starts from
-    default data settings."""
+    default data settings. --json prints every figure with the exact settings, seed and the
+    model's sha256."""
     with domain_errors():
         from sketchshot import engine
 
@@ -683,6 +801,12 @@ def evaluate(
                 "evaluate.n_query": queries,
                 "evaluate.episodes": episodes,
                 "evaluate.split": split,
+                "evaluate.protocol": protocol or ("runs" if runs is not None else None),
+                "evaluate.episodes_in": str(episodes_in) if episodes_in else None,
+                "evaluate.draws": draws,
+                "evaluate.labelled_fraction": labelled_fraction,
+                "evaluate.runs": str(runs) if runs else None,
+                "evaluate.tta": tta,
                 "seed": seed,
                 "device": device,
                 "data.source": data,
@@ -691,62 +815,330 @@ def evaluate(
             },
             base,
         )
-        r = engine.evaluate(cfg, model, console=err)
+        r = engine.evaluate(
+            cfg,
+            model,
+            console=err,
+            episodes_out=episodes_out,
+            save_grid=save_grid,
+            save_confusion=save_confusion,
+        )
+        _emit(as_json, r.as_dict(), lambda c: _print_evaluation(c, r))
+
+
+def _print_evaluation(c: Console, r: Any) -> None:
+    """The figures, the hardest classes and per-run error rates of an ``EvalResult``."""
+    where = f"{r.split} split, " if r.split else ""
+    tta = f", {r.tta} views per image" if r.tta > 1 else ""
+    c.print(
+        f"{escape(r.model)}: {escape(r.data)} ({where}{r.n_classes} classes, {r.n_images} "
+        f"images{tta})"
+    )
+    table = Table("protocol", "accuracy", "95% CI", "repeats")
+    for f in r.figures:
+        ci = "" if math.isnan(f["ci95"]) else f"± {100 * f['ci95']:.2f}%"
+        table.add_row(escape(f["name"]), f"{100 * f['accuracy']:.2f}%", ci, str(f["repeats"]))
+    c.print(table)
+    if r.hardest:
+        hard = Table("hardest classes", "accuracy", "right", title_justify="left")
+        for h in r.hardest:
+            hard.add_row(escape(h["class"]), f"{100 * h['accuracy']:.1f}%",
+                         f"{h['correct']}/{h['total']}")  # fmt: skip
+        c.print(hard)
+    for run in r.details.get("runs", []):
+        c.print(f"{run['run']}: error rate {100 * run['error_rate']:.1f}%")
+    if "runs" in r.details:
+        c.print(f"[bold]mean error rate {100 * r.details['mean_error_rate']:.2f}%[/]")
+
+
+def _options(options: type[OptionsT], **values: Any) -> OptionsT:
+    """A frozen options model from command-line values; a bad value names its option."""
+    try:
+        return options(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        problems = [
+            f"--{'.'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise ConfigError("; ".join(problems)) from None
+
+
+BankOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--bank",
+        help="Class bank written by 'sketchshot enroll' (BANK, BANK.json or BANK.safetensors).",
+        show_default=False,
+    ),
+]
+BankModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        help="Run folder of a trained model (default: the model the bank was encoded with, "
+        "else the newest run under ./runs).",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+def enroll(
+    support: Annotated[
+        Path | None,
+        typer.Option(
+            "--support",
+            help="Folder or .zip SUPPORT/<class>/*.png of labelled examples to add; only "
+            "these images are encoded.",
+            show_default=False,
+        ),
+    ] = None,
+    bank: Annotated[
+        Path | None,
+        typer.Option(
+            "--bank",
+            help="An existing bank to change (add --support classes, --remove, --calibrate); "
+            "rewritten in place unless --out is given.",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Bank to write: OUT.safetensors (embeddings) and OUT.json (class names, "
+            "counts, model hash, threshold).",
+            show_default=False,
+        ),
+    ] = None,
+    model: BankModelOpt = None,
+    classes: ClassesOpt = None,
+    shots: Annotated[
+        int | None,
+        typer.Option(
+            "--shots",
+            min=1,
+            help="Enroll at most this many images per class (the first by file name).",
+            show_default=False,
+        ),
+    ] = None,
+    remove: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--remove",
+            help="Remove classes matching this name, glob or top-level group (repeatable); "
+            "nothing is encoded again.",
+            show_default=False,
+        ),
+    ] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Encode again classes of --support that the bank already has (without it, "
+            "such a clash is an error).",
+        ),
+    ] = False,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Calibrate a reject threshold for unknown sketches on leave-one-class-out "
+            "episodes of the bank and store it (needs 3 classes, 2 with 2+ images).",
+        ),
+    ] = False,
+    false_reject: Annotated[
+        float | None,
+        typer.Option(
+            "--false-reject",
+            min=0.0,
+            max=0.99,
+            help="Share of drawings of known classes the calibrated threshold may label "
+            "unknown, as measured on the bank; implies --calibrate. [default: 0.05]",
+            show_default=False,
+        ),
+    ] = None,
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Encode support classes once into a class bank for predict; add, remove, calibrate.
+
+    A calibrated bank is calibrated again after classes are added or removed."""
+    with domain_errors():
+        cfg = _options(
+            EnrollConfig,
+            model=model,
+            support=support,
+            bank=bank,
+            out=out,
+            classes=tuple(classes or ()),
+            shots=shots,
+            remove=tuple(remove or ()),
+            replace=replace,
+            calibrate=calibrate,
+            false_reject=false_reject,
+            device=device,
+        )
+        from sketchshot import engine
+
+        r = engine.enroll(cfg)
 
         def human(c: Console) -> None:
-            c.print(f"{r.model}: {r.data} ({r.split} split, {r.n_classes} classes)")
+            changes = [f"added {len(r.added)}"] if r.added else []
+            changes += [f"removed {len(r.removed)}"] if r.removed else []
             c.print(
-                f"{r.n_way}-way {r.n_shot}-shot, {r.n_query} queries, {r.episodes} episodes: "
-                f"[bold]{100 * r.accuracy:.2f}% ± {100 * r.ci95:.2f}%[/] (95% CI)"
+                f"saved {escape(str(r.bank))}: {len(r.classes)} classes, "
+                f"{sum(r.classes.values())} embeddings ({', '.join(changes) or 'unchanged'}); "
+                f"model {escape(r.model)}",
+                highlight=False,
             )
+            t = r.threshold
+            if t is not None:
+                c.print(
+                    f"unknown below {t['value']:.4f}: rejects {100 * t['false_reject']:.1f}% of "
+                    f"known and accepts {100 * t['false_accept']:.1f}% of unknown drawings in "
+                    f"{t['episodes']} leave-one-class-out episodes",
+                    highlight=False,
+                )
+            for note in r.notes:
+                err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
         _emit(as_json, r.as_dict(), human)
+
+
+def _csv_header(top_k: int) -> list[str]:
+    ranks = [[f"top{i}", f"score{i}"] for i in range(1, top_k + 1)]
+    return ["path", "label", "confidence", *(c for pair in ranks for c in pair), "error"]
+
+
+def _csv_row(row: Any, top_k: int) -> list[Any]:
+    ranked = [x for pair in row.scores.items() for x in pair]
+    ranked += [""] * (2 * top_k - len(ranked))
+    confidence = "" if row.confidence is None else f"{row.confidence:.6f}"
+    return [row.path, row.label or "", confidence, *ranked, row.error or ""]
 
 
 @app.command()
 def predict(
     images: Annotated[
-        list[Path], typer.Argument(help="Sketch image files to label.", show_default=False)
-    ],
-    support: Annotated[
-        Path,
-        typer.Option(
-            "--support",
-            help="Folder SUPPORT/<class>/*.png of labelled examples.",
+        list[str] | None,
+        typer.Argument(
+            help="Image files, folders (searched recursively), glob patterns (quoted ones are "
+            "expanded here; ** recurses), or - to read paths from stdin, one a line.",
             show_default=False,
         ),
-    ],
-    model: ModelOpt = None,
+    ] = None,
+    support: Annotated[
+        Path | None,
+        typer.Option(
+            "--support",
+            help="Folder SUPPORT/<class>/*.png of labelled examples, encoded on each call "
+            "(enroll them once into a --bank instead).",
+            show_default=False,
+        ),
+    ] = None,
+    bank: BankOpt = None,
+    model: BankModelOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Scores of the k best classes.")] = 3,
+    reject_below: Annotated[
+        float | None,
+        typer.Option(
+            "--reject-below",
+            min=0.0,
+            max=1.0,
+            help="Label a sketch 'unknown' when its top class probability is below this "
+            "(default: the bank's calibrated threshold, if any; 0 turns it off).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="One JSON object per image on stdout (JSON lines), batch by batch."
+        ),
+    ] = False,
+    as_csv: Annotated[
+        bool,
+        typer.Option("--csv", help="CSV on stdout: path,label,confidence,top1,score1,...,error."),
+    ] = False,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size", min=1, help="Images read and embedded at a time (bounds memory)."
+        ),
+    ] = 256,
     device: DeviceOpt = None,
-    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Label sketches against the classes of a support folder."""
+    """Label sketches against a class bank (--bank) or a support folder (--support).
+
+    The best class and its probability, the top-k scores, and 'unknown' below a reject
+    threshold. An unreadable image gets a row with its error; the exit code is then 1."""
     with domain_errors():
+        if as_json and as_csv:
+            raise ConfigError("choose one of --json and --csv")
+        inputs = tuple(images or ())
+        if "-" in inputs and sys.stdin.isatty():
+            raise ConfigError("- reads image paths from stdin, but stdin is a terminal")
+        cfg = _options(
+            PredictConfig,
+            inputs=inputs,
+            model=model,
+            support=support,
+            bank=bank,
+            top_k=top_k,
+            reject_below=reject_below,
+            batch_size=batch_size,
+            device=device,
+        )
         from sketchshot import engine
 
-        rows = engine.predict(model, support, images, device or "auto", top_k)
-        if as_json:
-            for r in rows:
-                print(to_json(r.__dict__))
-        else:
-            table = Table("image", "class", "confidence", "top scores")
-            table.columns[0].overflow = "fold"
-            for r in rows:
-                if r.error:
-                    table.add_row(escape(r.path), "[red]error[/]", "", escape(r.error))
-                else:
-                    table.add_row(
-                        escape(r.path),
-                        escape(r.label or ""),
-                        f"{r.confidence:.3f}",
-                        ", ".join(f"{k} {v:.2f}" for k, v in r.scores.items()),
-                    )
+        streaming = as_json or as_csv
+        # a bar on a terminal that also shows the streamed rows would be torn by them
+        bar = not quiet and not (streaming and sys.stdout.isatty())
+        run = engine.predict(cfg, quiet=not bar, console=err, stdin=sys.stdin)
+        k = min(cfg.top_k, len(run.class_names))
+        writer = csv.writer(sys.stdout, lineterminator="\n") if as_csv else None
+        if writer is not None:
+            writer.writerow(_csv_header(k))
+        table = Table("image", "class", "confidence", "top scores")
+        table.columns[0].overflow = "fold"
+        total = failed = 0
+        for r in run.rows:
+            total += 1
+            failed += r.error is not None
+            if writer is not None:
+                writer.writerow(_csv_row(r, k))
+            elif as_json:
+                print(to_json(r.as_dict()), flush=True)
+            elif r.error:
+                table.add_row(escape(r.path), "[red]error[/]", "", escape(r.error))
+            else:
+                label = escape(r.label or "")
+                if r.label != r.best_class:
+                    label += f" [dim](best {escape(r.best_class or '')})[/]"
+                table.add_row(
+                    escape(r.path),
+                    label,
+                    f"{r.confidence:.3f}",
+                    escape(", ".join(f"{c} {v:.2f}" for c, v in r.scores.items())),
+                )
+        if writer is not None:
+            sys.stdout.flush()
+        if not streaming:
+            table.caption = escape(
+                f"{len(run.class_names)} classes from {run.classes_from}"
+                + (
+                    f"; unknown below {run.threshold:.3f} ({run.threshold_from})"
+                    if run.threshold is not None
+                    else ""
+                )
+            )
             Console().print(table)
-        failed = [r for r in rows if r.error]
         if failed:
             err.print(
-                f"[bold red]error:[/] {len(failed)} of {len(rows)} image(s) could not be read"
+                f"[bold red]error:[/] {failed} of {total} image(s) could not be read",
+                highlight=False,
             )
             raise typer.Exit(1)
 

@@ -97,7 +97,9 @@ class TrainingConfig(Frozen):
         None, ge=1, description="stop after this many validations without improvement"
     )
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA")
-    channels_last: bool = Field(False, description="channels-last memory format on CUDA")
+    channels_last: bool = Field(
+        True, description="channels-last weights: faster convolutions on the CPU and on CUDA"
+    )
     optim: OptimConfig = OptimConfig()
 
 
@@ -107,7 +109,7 @@ class PretrainConfig(TrainingConfig):
     unique_class_batches: bool = Field(
         False, description="with labels, every image of a batch from a different class"
     )
-    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature (SimCLR)")
+    temperature: float = Field(0.2, gt=0, description="NT-Xent temperature (SimCLR)")
     gather_negatives: bool = Field(False, description="SimCLR under DDP: negatives of all ranks")
     hidden_dim: int = Field(512, ge=1, description="projector/predictor MLP hidden width")
     projection_dim: int = Field(128, ge=1, description="projection output width")
@@ -115,6 +117,13 @@ class PretrainConfig(TrainingConfig):
     ema_cosine: bool = Field(True, description="BYOL: ramp the EMA decay to 1.0 (cosine)")
     augment_strength: float = Field(1.0, ge=0, le=2, description="strength of the sketch views")
     flip: bool = Field(False, description="also mirror views left-right (not for characters)")
+    crop: float = Field(
+        0.6, gt=0, le=1, description="smallest crop area of a view (RandomResizedCrop); 1: none"
+    )
+    thickness_p: float = Field(
+        0.0, ge=0, le=1, description="probability of a stroke-thickness change (dilate/erode)"
+    )
+    erase_p: float = Field(0.0, ge=0, le=1, description="probability of random erasing")
 
 
 class FinetuneConfig(TrainingConfig):
@@ -142,11 +151,26 @@ class FinetuneConfig(TrainingConfig):
 
 
 class EvaluateConfig(Frozen):
+    protocol: Literal["episodes", "knn", "linear", "runs"] = Field(
+        "episodes",
+        description="episodes: N-way K-shot through the method's score; knn / linear: read-outs "
+        "of the encoder's features; runs: Omniglot's one-shot runs folder",
+    )
     n_way: int = Field(5, ge=2)
     n_shot: int = Field(1, ge=1)
     n_query: int = Field(15, ge=1)
     episodes: int = Field(1000, ge=1)
     split: Split = Field("test", description="which class split of the data to evaluate on")
+    episodes_in: str | None = Field(
+        None, description="replay this saved episode list (it fixes way, shot, query, episodes)"
+    )
+    draws: int = Field(10, ge=1, description="kNN and linear probe: seeded labelled/query draws")
+    labelled_fraction: float = Field(
+        0.5, gt=0, lt=1, description="kNN k=5 and linear probe: labelled share of each class"
+    )
+    probe_weight_decay: float = Field(1e-2, ge=0, description="linear probe L2 penalty")
+    runs: str | None = Field(None, description="folder or .zip of Omniglot one-shot runs")
+    tta: int = Field(1, ge=1, le=64, description="views averaged per image (1: no augmentation)")
 
 
 class Config(Frozen):
@@ -157,6 +181,40 @@ class Config(Frozen):
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+
+
+class EnrollConfig(Frozen):
+    """One ``enroll`` call: create a class bank from a support folder, or change one (add
+    classes, remove classes, calibrate its reject threshold). Not a section of run configs."""
+
+    model: Path | None = Field(None, description="run folder; None: the bank's, else the newest")
+    support: Path | None = Field(None, description="folder or .zip SUPPORT/<class>/*.png to add")
+    bank: Path | None = Field(None, description="an existing bank to change")
+    out: Path | None = Field(None, description="where to write the bank; None: --bank in place")
+    classes: tuple[str, ...] = Field((), description="enroll only support classes matching these")
+    shots: int | None = Field(None, ge=1, description="at most this many images per class")
+    remove: tuple[str, ...] = Field((), description="class names, globs or groups to drop")
+    replace: bool = Field(False, description="re-encode classes of --support already in the bank")
+    calibrate: bool = Field(False, description="calibrate a reject threshold on the bank")
+    false_reject: float | None = Field(
+        None, ge=0, lt=1, description="share of known drawings the threshold may reject (0.05)"
+    )
+    device: Device = "auto"
+
+
+class PredictConfig(Frozen):
+    """One ``predict`` call: which images, against which classes, and what to report."""
+
+    inputs: tuple[str, ...] = Field((), description="image files, folders, globs, or '-'")
+    model: Path | None = Field(None, description="run folder; None: the bank's, else the newest")
+    support: Path | None = Field(None, description="folder SUPPORT/<class>/*.png")
+    bank: Path | None = Field(None, description="a class bank written by enroll")
+    top_k: int = Field(3, ge=1, description="scores of the k best classes")
+    reject_below: float | None = Field(
+        None, ge=0, le=1, description="label 'unknown' below this top probability"
+    )
+    batch_size: int = Field(256, ge=1, description="images read and embedded at a time")
+    device: Device = "auto"
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

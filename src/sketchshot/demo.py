@@ -11,7 +11,7 @@ from PIL import Image
 from rich.console import Console
 
 from sketchshot import engine
-from sketchshot.config import Config, resolve_config
+from sketchshot.config import Config, PredictConfig, resolve_config
 
 DEMO_SETTINGS = {
     "pretrain.epochs": 6,
@@ -70,8 +70,11 @@ def run_demo(
     ev_pre = engine.evaluate(cfg, pre.run_dir)
     ev = engine.evaluate(cfg, fin.run_dir)
     support, queries, truths = write_support_and_queries(cfg, out / "predict")
-    preds = engine.predict(fin.run_dir, support, queries, cfg.device)
-    rows = [p.__dict__ | {"truth": t} for p, t in zip(preds, truths, strict=True)]
+    request = PredictConfig(
+        inputs=tuple(str(q) for q in queries), model=fin.run_dir, support=support, device=cfg.device
+    )
+    preds = engine.predict(request, quiet=True).rows
+    rows = [p.as_dict() | {"truth": t} for p, t in zip(preds, truths, strict=True)]
     return DemoResult(
         out,
         pre.fit.seconds,

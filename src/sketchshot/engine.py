@@ -5,30 +5,44 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
 from pydantic import ValidationError
 from rich.console import Console
 
+from sketchshot import __version__
+from sketchshot.bank import (
+    ClassBank,
+    bank_exists,
+    bank_files,
+    check_model,
+    encode_support,
+    load_bank,
+    save_bank,
+)
+from sketchshot.calibration import DEFAULT_FALSE_REJECT, calibrate
 from sketchshot.checkpoint import load_model, read_sidecar
-from sketchshot.config import Config, DataConfig, Split
+from sketchshot.config import Config, DataConfig, EnrollConfig, PredictConfig, Split
 from sketchshot.data import SketchDataset, load_dataset
 from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
-from sketchshot.data.dataset import with_rotations
+from sketchshot.data.dataset import filter_classes, match_classes, with_rotations
 from sketchshot.data.episodes import Episode, EpisodeSampler
-from sketchshot.data.folder import decode_sketch, load_image_folder
+from sketchshot.data.folder import load_image_folder
 from sketchshot.distributed import DistContext, resolve_device
 from sketchshot.encoders import ENCODERS, create_encoder, initialise_encoder
-from sketchshot.errors import CheckpointError, ConfigError, DataError, SketchshotError
-from sketchshot.evaluation import embed, evaluate_dataset
-from sketchshot.methods import METHODS, create_method, method_arguments
+from sketchshot.errors import CheckpointError, ConfigError, DataError
+from sketchshot.evaluation import embed
+from sketchshot.methods import METHODS, Method, create_method, method_arguments
+from sketchshot.prediction import BankScorer, Prediction, expand_inputs, predict_paths, progress_bar
+from sketchshot.protocols.report import hardest_classes, per_class_accuracy
+from sketchshot.protocols.run import check_settings, run_protocol
 from sketchshot.runs import RunResult, latest_run, model_spec, train_run
 
-__all__ = ["RunResult", "evaluate", "finetune", "info", "predict", "pretrain"]
+__all__ = ["RunResult", "enroll", "evaluate", "finetune", "info", "predict", "pretrain"]
 
 
 def load_split(cfg: DataConfig, image_size: int, split: Split) -> SketchDataset:
@@ -181,21 +195,37 @@ def finetune(
     )
 
 
+HARDEST_SHOWN = 5
+
+
 @dataclass
 class EvalResult:
+    """What ``evaluate`` measured and everything needed to reproduce it. ``accuracy`` and
+    ``ci95`` are the protocol's headline figure (``figures[0]``): the mean episode accuracy,
+    kNN with a labelled fraction and k=5, the linear probe, or 1 - the mean error rate of the
+    one-shot runs. ``n_way``..``episodes`` are None outside the episode protocol."""
+
     model: str
     model_sha256: str
     data: str
-    split: str
+    split: str | None
     n_classes: int
     n_images: int
-    n_way: int
-    n_shot: int
-    n_query: int
-    episodes: int
+    protocol: str
+    n_way: int | None
+    n_shot: int | None
+    n_query: int | None
+    episodes: int | None
     seed: int
+    tta: int
     accuracy: float
     ci95: float
+    figures: list[dict[str, Any]]
+    per_class: dict[str, dict[str, Any]]  # class -> correct, total, accuracy
+    hardest: list[dict[str, Any]]
+    details: dict[str, Any]  # per-run error rates, where the episodes came from
+    settings: dict[str, Any]  # seed, device, the data and evaluate sections as resolved
+    versions: dict[str, str]
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -203,33 +233,61 @@ class EvalResult:
 
 
 def evaluate(
-    cfg: Config, model: Path | None = None, quiet: bool = False, console: Console | None = None
+    cfg: Config,
+    model: Path | None = None,
+    quiet: bool = False,
+    console: Console | None = None,
+    episodes_out: Path | None = None,
+    save_grid: Path | None = None,
+    save_confusion: Path | None = None,
 ) -> EvalResult:
-    """Mean accuracy and 95% CI of N-way K-shot episodes over one split of the data."""
+    """Evaluate a saved model by ``cfg.evaluate.protocol`` on embeddings computed once:
+    N-way K-shot episodes (mean, 95% CI, per-class accuracy), kNN or linear-probe read-outs of
+    the encoder, or Omniglot's one-shot runs. Optionally save the episode list, a picture of
+    one episode and the confusion matrix."""
     start = time.perf_counter()
+    check_settings(cfg.evaluate, episodes_out, save_grid, save_confusion)
     model = model or latest_run()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     method, meta = load_model(model, device)
-    e = cfg.evaluate
-    dataset = load_split(cfg.data, meta["preprocessing"]["image_size"], e.split)
-    scores = evaluate_dataset(
-        method, dataset, device, e.n_way, e.n_shot, e.n_query, e.episodes, cfg.seed
+    done = run_protocol(
+        method, meta["preprocessing"], cfg, device, episodes_out, save_grid, save_confusion
     )
+    report, e = done.report, cfg.evaluate
+    per_class = (
+        per_class_accuracy(report.confusion, report.class_names)
+        if report.confusion is not None
+        else {}
+    )
+    episodes = report.details.get("episodes", {})
     return EvalResult(
         model=str(model),
         model_sha256=meta["sha256"],
-        data=dataset.origin,
-        split=e.split,
-        n_classes=len(dataset.class_names),
-        n_images=len(dataset),
-        n_way=e.n_way,
-        n_shot=e.n_shot,
-        n_query=e.n_query,
-        episodes=e.episodes,
+        data=done.origin,
+        split=done.split,
+        n_classes=done.n_classes,
+        n_images=done.n_images,
+        protocol=e.protocol,
+        n_way=episodes.get("n_way"),
+        n_shot=episodes.get("n_shot"),
+        n_query=episodes.get("n_query"),
+        episodes=episodes.get("count"),
         seed=cfg.seed,
-        accuracy=scores.mean,
-        ci95=scores.ci95,
+        tta=e.tta,
+        accuracy=report.figures[0].accuracy,
+        ci95=report.figures[0].ci95,
+        figures=[asdict(f) for f in report.figures],
+        per_class=per_class,
+        hardest=hardest_classes(per_class, HARDEST_SHOWN),
+        details=report.details,
+        settings={
+            "seed": cfg.seed,
+            "device": str(device),
+            "data": cfg.data.model_dump(mode="json"),
+            "evaluate": e.model_dump(mode="json"),
+        },
+        versions={"sketchshot": __version__, "torch": torch.__version__},
         seconds=round(time.perf_counter() - start, 2),
     )
 
@@ -246,66 +304,195 @@ def saved_config(model: Path | None) -> Config:
         ) from None
 
 
+@dataclass(frozen=True)
+class EnrollResult:
+    bank: Path  # the sidecar written
+    model: str
+    classes: dict[str, int]  # name -> number of embeddings
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    threshold: dict[str, Any] | None
+    notes: tuple[str, ...]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "bank": str(self.bank)}
+
+
+def _bank_model(
+    model: Path | None, bank: ClassBank | None, where: str, device: torch.device
+) -> tuple[Method, dict[str, Any], Path]:
+    """The model to encode or score with: ``model``, else the bank's own, else the newest run;
+    refused when it is not the model the bank was encoded with."""
+    if model is None and bank is not None:
+        model = Path(bank.model.path)
+        if not model.exists():
+            raise CheckpointError(
+                f"{where} was encoded with {model}, which is not there any more; pass --model RUN"
+            )
+    path = model or latest_run()
+    method, meta = load_model(path, device)
+    if bank is not None:
+        check_model(bank, meta, path, where)
+    return method, meta, path
+
+
+def _removed_classes(bank: ClassBank, patterns: Sequence[str], where: str) -> set[str]:
+    names: set[str] = set()
+    for pattern in patterns:
+        matched = match_classes(bank.class_names, [pattern])
+        if not matched:
+            raise DataError(f"no class of {where} matches --remove {pattern!r}")
+        names.update(matched)
+    if len(names) == len(bank.class_names):
+        raise DataError(f"--remove {list(patterns)} would remove every class of {where}")
+    return names
+
+
+def enroll(cfg: EnrollConfig) -> EnrollResult:
+    """Create a class bank from a support folder, or change one: add classes (encoding only
+    those), remove classes, (re)calibrate its reject threshold. A calibrated bank is
+    recalibrated after a change, from its embeddings alone."""
+    start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    old = load_bank(cfg.bank) if cfg.bank is not None else None
+    where = str(bank_files(cfg.bank)[0]) if cfg.bank is not None else ""
+    if old is None and cfg.support is None:
+        raise ConfigError(
+            "enroll needs --support DIR to create a bank, or --bank BANK to change one"
+        )
+    if old is None and cfg.remove:
+        raise ConfigError("--remove needs --bank BANK, the bank to remove classes from")
+    asked = cfg.calibrate or cfg.false_reject is not None
+    if old is not None and cfg.support is None and not cfg.remove and not asked:
+        raise ConfigError("nothing to do: give --support DIR, --remove NAME or --calibrate")
+    out = cfg.out or cfg.bank
+    if out is None:
+        raise ConfigError("enroll needs --out BANK, where to write the new bank")
+    if bank_exists(out) and (cfg.bank is None or bank_files(out) != bank_files(cfg.bank)):
+        raise ConfigError(f"{out} already holds a bank; change it with --bank {out}")
+    bank, removed, added, notes = old, (), (), []
+    method = None
+    if old is not None and cfg.remove:
+        dropped = _removed_classes(old, cfg.remove, where)
+        bank, removed = old.without(dropped), tuple(sorted(dropped))
+    if cfg.support is not None:
+        method, meta, model_path = _bank_model(cfg.model, old, where, device)
+        pre = meta["preprocessing"]
+        support = load_image_folder(cfg.support, pre["image_size"], pre["invert"])
+        support = filter_classes(support, cfg.classes, ())
+        if cfg.shots is not None:
+            support = support.first_per_class(cfg.shots)
+        clash = sorted(set(support.class_names) & set(bank.class_names if bank else ()))
+        if clash and not cfg.replace:
+            raise DataError(
+                f"{len(clash)} class(es) of {cfg.support} already in {where}: "
+                f"{', '.join(clash[:5])}{', ...' if len(clash) > 5 else ''}; pass --replace to "
+                "encode them again from it"
+            )
+        new = encode_support(method, meta, model_path, support, device)
+        kept = set(bank.class_names) - set(clash) if bank is not None else set()
+        bank = bank.without(set(clash)).merged(new) if bank is not None and kept else new
+        added = support.class_names
+    assert bank is not None
+    previous = old.threshold if old is not None else None
+    if asked or (previous is not None and (added or removed)):
+        if method is None:
+            method, _, _ = _bank_model(cfg.model, bank, where, device)
+        target = cfg.false_reject
+        if target is None and previous is not None:
+            target = previous.target_false_reject
+        if target is None:
+            target = DEFAULT_FALSE_REJECT
+        try:
+            bank = bank.with_threshold(calibrate(method, bank, device, target))
+        except DataError as exc:
+            if asked:
+                raise
+            notes.append(f"reject threshold dropped: {exc}")
+    sidecar = save_bank(bank, out)
+    return EnrollResult(
+        bank=sidecar,
+        model=bank.model.path,
+        classes=dict(zip(bank.class_names, bank.counts(), strict=True)),
+        added=tuple(added),
+        removed=removed,
+        threshold=bank.threshold.as_dict() if bank.threshold else None,
+        notes=tuple(notes),
+        seconds=round(time.perf_counter() - start, 2),
+    )
+
+
 @dataclass
-class Prediction:
-    path: str
-    label: str | None
-    confidence: float | None
-    scores: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
+class PredictionRun:
+    """What ``predict`` labels against, and its rows: a generator that reads, embeds and
+    scores the images a batch at a time as it is consumed."""
+
+    model: str
+    classes_from: str
+    class_names: tuple[str, ...]
+    threshold: float | None
+    threshold_from: str | None
+    paths: list[str]
+    rows: Iterator[Prediction]
 
 
 def predict(
-    model: Path | None,
-    support: Path,
-    images: Sequence[Path],
-    device_name: str = "auto",
-    top_k: int = 3,
-) -> list[Prediction]:
-    """Label each image by the model's score against the classes of a support folder."""
-    model = model or latest_run()
-    device = resolve_device(device_name)
-    method, meta = load_model(model, device)
-    pre = meta["preprocessing"]
-    support_set = load_image_folder(support, pre["image_size"], pre["invert"])
-    n_way = len(support_set.class_names)
-    with torch.no_grad():
-        support_emb = embed(method, support_set.images, device)
-        labels = support_set.labels.to(device)
-        out: list[Prediction] = []
-        readable: list[tuple[Path, np.ndarray]] = []
-        for path in images:
-            try:
-                readable.append(
-                    (
-                        path,
-                        decode_sketch(
-                            Path(path).read_bytes(), pre["image_size"], pre["invert"], str(path)
-                        ),
-                    )
-                )
-            except FileNotFoundError:
-                out.append(Prediction(str(path), None, None, error=f"no such file: {path}"))
-            except (SketchshotError, OSError) as exc:
-                out.append(Prediction(str(path), None, None, error=str(exc)))
-        if readable:
-            batch = torch.from_numpy(np.stack([a for _, a in readable])).unsqueeze(1)
-            query = embed(method, batch, device)
-            probs = method.probabilities(method.score(support_emb, labels, query, n_way)).cpu()
-            for (path, _), p in zip(readable, probs, strict=True):
-                top = p.topk(min(top_k, n_way))
-                scores = {
-                    support_set.class_names[i]: round(float(v), 4)
-                    for v, i in zip(top.values, top.indices, strict=True)
-                }
-                best = int(top.indices[0])
-                out.append(
-                    Prediction(
-                        str(path), support_set.class_names[best], float(top.values[0]), scores
-                    )
-                )
-    order = {str(p): i for i, p in enumerate(images)}
-    return sorted(out, key=lambda r: order.get(r.path, 0))
+    cfg: PredictConfig,
+    quiet: bool = False,
+    console: Console | None = None,
+    stdin: TextIO | None = None,
+) -> PredictionRun:
+    """Label images against a class bank (``--bank``) or a support folder (``--support``),
+    streaming them in batches. The model, bank and support are loaded before it returns, so
+    that their errors come before any row; unreadable images become rows with an error."""
+    if (cfg.support is None) == (cfg.bank is None):
+        raise ConfigError("predict needs exactly one of --support DIR or --bank BANK")
+    if not cfg.inputs:
+        raise ConfigError(
+            "no images to label: pass image files, folders, glob patterns, or - to read paths "
+            "from stdin"
+        )
+    device = resolve_device(cfg.device)
+    if cfg.bank is not None:
+        where = str(bank_files(cfg.bank)[0])
+        bank = load_bank(cfg.bank)
+        method, _, model_path = _bank_model(cfg.model, bank, where, device)
+    else:
+        where = str(cfg.support)
+        method, meta, model_path = _bank_model(cfg.model, None, where, device)
+        pre = meta["preprocessing"]
+        support = load_image_folder(cfg.support, pre["image_size"], pre["invert"])
+        bank = encode_support(method, meta, model_path, support, device)
+    threshold, threshold_from = cfg.reject_below, "--reject-below"
+    if threshold is None and bank.threshold is not None:
+        threshold, threshold_from = bank.threshold.value, f"calibrated in {where}"
+    paths = expand_inputs(cfg.inputs, stdin)
+    scorer = BankScorer(method, bank, device)
+    console = console or Console(stderr=True)
+
+    def rows() -> Iterator[Prediction]:
+        with progress_bar(console, disable=quiet or not console.is_terminal) as progress:
+            task = progress.add_task("predict", total=len(paths))
+            yield from predict_paths(
+                scorer,
+                paths,
+                bank.preprocessing,
+                cfg.batch_size,
+                cfg.top_k,
+                threshold,
+                lambda n: progress.advance(task, n),
+            )
+
+    return PredictionRun(
+        model=str(model_path),
+        classes_from=where,
+        class_names=bank.class_names,
+        threshold=threshold,
+        threshold_from=threshold_from if threshold is not None else None,
+        paths=paths,
+        rows=rows(),
+    )
 
 
 def info(model: Path | None) -> dict[str, Any]:

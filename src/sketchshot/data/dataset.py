@@ -57,6 +57,19 @@ class SketchDataset:
             origin=self.origin,
         )
 
+    def first_per_class(self, k: int) -> SketchDataset:
+        """At most the first ``k`` images of each class, in their order."""
+        per_class = [self.labels.eq(c).nonzero()[:k, 0] for c in range(len(self.class_names))]
+        keep = sorted(torch.cat(per_class).tolist())
+        index = torch.tensor(keep, dtype=torch.long)
+        return SketchDataset(
+            images=self.images[index],
+            labels=self.labels[index],
+            class_names=self.class_names,
+            sources=tuple(self.sources[i] for i in keep),
+            origin=self.origin,
+        )
+
 
 def match_classes(names: Sequence[str], patterns: Sequence[str]) -> list[str]:
     """Class names matching any glob. A pattern also matches a whole top-level group: ``Greek``

@@ -14,10 +14,13 @@ from torch import nn
 
 
 class SketchAugment(nn.Module):
-    """Random affine (rotation, scale, shear, translation), stroke thickness (dilate/erode)
-    and random erasing of [B, 1, H, W] images in [0, 1] with bright strokes.
+    """Random crop-and-resize, affine (rotation, scale, shear, translation), stroke thickness
+    (dilate/erode) and random erasing of [B, 1, H, W] images in [0, 1] with bright strokes.
 
-    ``strength`` scales every range at once (0: identity, 1: the defaults below)."""
+    The crop is torchvision's RandomResizedCrop folded into the same affine map: a window of
+    ``crop`` to 1 of the image's area, aspect ratio 3/4 to 4/3, anywhere inside the image,
+    stretched to the full size (``crop=1`` turns it off). ``strength`` scales every range at
+    once (0: identity, 1: the defaults below)."""
 
     def __init__(
         self,
@@ -30,6 +33,7 @@ class SketchAugment(nn.Module):
         erase_p: float = 0.5,
         erase_area: float = 0.15,
         flip: bool = False,
+        crop: float = 1.0,
     ) -> None:
         super().__init__()
         self.strength = strength
@@ -40,6 +44,7 @@ class SketchAugment(nn.Module):
             erase_area,
             flip,
         )
+        self.crop = crop
 
     def _uniform(self, n: int, limit: float, device: torch.device) -> torch.Tensor:
         return (torch.rand(n, device=device) * 2 - 1) * limit * self.strength
@@ -57,11 +62,27 @@ class SketchAugment(nn.Module):
         theta[:, 1, 0] = sin / scale
         theta[:, 1, 1] = (cos + torch.tan(shear) * sin) / scale
         theta[:, :, 2] = self._uniform(2 * b, self.translate * 2, device).view(b, 2)
+        if self.crop < 1:
+            theta = self._cropped(theta)
         if self.flip:
             sign = torch.where(torch.rand(b, device=device) < 0.5, -1.0, 1.0)
             theta[:, 0, :2] *= sign[:, None]
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def _cropped(self, theta: torch.Tensor) -> torch.Tensor:
+        """Compose the affine map with a random window: output -> window -> input image."""
+        b, device = theta.shape[0], theta.device
+        low = 1 - (1 - self.crop) * min(1.0, self.strength)
+        area = low + torch.rand(b, device=device) * (1 - low)
+        ratio = torch.exp((torch.rand(b, device=device) * 2 - 1) * math.log(4 / 3))
+        w = torch.sqrt(area * ratio).clamp(max=1)
+        h = torch.sqrt(area / ratio).clamp(max=1)
+        window = torch.zeros(b, 3, 3, device=device)
+        window[:, 0, 0], window[:, 1, 1], window[:, 2, 2] = w, h, 1
+        window[:, 0, 2] = (torch.rand(b, device=device) * 2 - 1) * (1 - w)
+        window[:, 1, 2] = (torch.rand(b, device=device) * 2 - 1) * (1 - h)
+        return torch.bmm(window[:, :2], torch.cat([theta, window[:, 2:]], 1))
 
     def thickness(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]

@@ -26,9 +26,19 @@ class SSLMethod(Method):
 
     kind = "ssl"
 
-    def __init__(self, encoder: Encoder, augment_strength: float = 1.0, flip: bool = False) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        augment_strength: float = 1.0,
+        flip: bool = False,
+        crop: float = 0.6,
+        thickness_p: float = 0.0,
+        erase_p: float = 0.0,
+    ) -> None:
         super().__init__(encoder)
-        self.augment = SketchAugment(augment_strength, flip=flip)
+        self.augment = SketchAugment(
+            augment_strength, flip=flip, crop=crop, thickness_p=thickness_p, erase_p=erase_p
+        )
 
     def two_views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.augment(images), self.augment(images)

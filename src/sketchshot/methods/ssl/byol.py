@@ -48,8 +48,11 @@ class BYOL(SSLMethod):
         ema_cosine: bool = True,
         augment_strength: float = 1.0,
         flip: bool = False,
+        crop: float = 0.6,
+        thickness_p: float = 0.0,
+        erase_p: float = 0.0,
     ) -> None:
-        super().__init__(encoder, augment_strength, flip)
+        super().__init__(encoder, augment_strength, flip, crop, thickness_p, erase_p)
         self.ema_decay, self.ema_cosine = ema_decay, ema_cosine
         self.projector = projection_head(encoder.embedding_dim, hidden_dim, projection_dim)
         self.predictor = projection_head(projection_dim, hidden_dim, projection_dim)

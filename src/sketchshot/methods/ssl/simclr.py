@@ -41,14 +41,17 @@ class SimCLR(SSLMethod):
     def __init__(
         self,
         encoder: Encoder,
-        temperature: float = 0.5,
+        temperature: float = 0.2,
         hidden_dim: int = 512,
         projection_dim: int = 128,
         augment_strength: float = 1.0,
         gather_negatives: bool = False,
         flip: bool = False,
+        crop: float = 0.6,
+        thickness_p: float = 0.0,
+        erase_p: float = 0.0,
     ) -> None:
-        super().__init__(encoder, augment_strength, flip)
+        super().__init__(encoder, augment_strength, flip, crop, thickness_p, erase_p)
         self.temperature, self.gather_negatives = temperature, gather_negatives
         self.head = projection_head(encoder.embedding_dim, hidden_dim, projection_dim)
 

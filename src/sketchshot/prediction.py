@@ -1,0 +1,208 @@
+"""Streaming prediction: turn inputs (files, folders, globs, ``-`` for stdin) into image paths,
+then read, embed and score them a batch at a time against a class bank, yielding one
+``Prediction`` per path. At most two batches of images are in memory: the one being scored
+and the next, which threads decode meanwhile. An unreadable file becomes a row with an error."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from sketchshot.bank import ClassBank, class_probabilities
+from sketchshot.data.folder import IMAGE_SUFFIXES, decode_sketch
+from sketchshot.errors import SketchshotError
+from sketchshot.evaluation import embed
+from sketchshot.methods import Method
+
+UNKNOWN = "unknown"
+READERS = 4  # decoding threads; PIL releases the GIL while it decodes
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result. ``label`` is ``best_class``, or ``unknown`` when ``confidence`` (the
+    top class probability) is below the reject threshold; ``scores`` holds the top-k classes
+    and their probabilities, best first. On failure only ``path`` and ``error`` are set."""
+
+    path: str
+    label: str | None
+    confidence: float | None
+    best_class: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _has_magic(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _images_under(folder: Path) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
+        found += [
+            os.path.join(root, f)
+            for f in files
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
+        ]
+    return sorted(found)
+
+
+def _expand(item: str, patterns: bool) -> list[str]:
+    path = Path(item)
+    if path.is_dir():
+        return _images_under(path) or [item]  # an empty folder is reported as a failed row
+    if path.exists() or not patterns or not _has_magic(item):
+        return [item]
+    out: list[str] = []
+    for match in sorted(glob.glob(item, recursive=True)):
+        if Path(match).is_dir():
+            out += _images_under(Path(match))
+        elif Path(match).suffix.lower() in IMAGE_SUFFIXES:
+            out.append(match)
+    return out or [item]  # a pattern that matches nothing is reported as a failed row
+
+
+def expand_inputs(inputs: Sequence[str], stdin: TextIO | None = None) -> list[str]:
+    """Image paths of ``inputs`` in order: a file as given, a folder's images (recursively,
+    sorted), a glob's matching images (sorted; ``**`` recurses), and for ``-`` the paths read
+    from ``stdin``, one a line (taken literally, not as patterns)."""
+    out: list[str] = []
+    for item in inputs:
+        if item == "-":
+            lines = (stdin.read() if stdin is not None else "").splitlines()
+            for line in lines:
+                if line.strip():
+                    out += _expand(line.rstrip("\r"), patterns=False)
+        else:
+            out += _expand(item, patterns=True)
+    return out
+
+
+def read_image(path: str, image_size: int, invert: Any) -> np.ndarray:
+    """uint8 [S, S] of one image file; a ``SketchshotError`` saying why when it cannot be read."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        what = "no file matches" if _has_magic(path) else "no such file:"
+        raise SketchshotError(f"{what} {path}") from None
+    except IsADirectoryError:
+        raise SketchshotError(f"no images in folder {path}") from None
+    except OSError as exc:
+        raise SketchshotError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode_sketch(data, image_size, invert, path)
+
+
+class BankScorer:
+    """Class probabilities of images against a bank, by a method's own ``score``."""
+
+    def __init__(self, method: Method, bank: ClassBank, device: torch.device) -> None:
+        self.method = method
+        self.device = device
+        self.class_names = bank.class_names
+        self.support = bank.embeddings.to(device)
+        self.labels = bank.labels.to(device)
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images [B, 1, S, S] -> probabilities [B, n_way] on the CPU."""
+        query = embed(self.method, images, self.device)
+        n_way = len(self.class_names)
+        return class_probabilities(self.method, self.support, self.labels, n_way, query).cpu()
+
+
+def _scored(
+    scorer: BankScorer,
+    paths: Sequence[str],
+    decoded: Sequence[Future[np.ndarray]],
+    top_k: int,
+    reject_below: float | None,
+) -> list[Prediction]:
+    arrays: list[np.ndarray] = []
+    errors: dict[int, str] = {}
+    for i, future in enumerate(decoded):
+        try:
+            arrays.append(future.result())
+        except SketchshotError as exc:
+            errors[i] = str(exc)
+    names = scorer.class_names
+    if not arrays:
+        return [Prediction(p, None, None, error=errors[i]) for i, p in enumerate(paths)]
+    probs = scorer.probabilities(torch.from_numpy(np.stack(arrays)).unsqueeze(1))
+    top = probs.topk(min(top_k, len(names)), dim=1)
+    ranked = iter(zip(top.values.tolist(), top.indices.tolist(), strict=True))
+    out = []
+    for i, path in enumerate(paths):
+        if i in errors:
+            out.append(Prediction(path, None, None, error=errors[i]))
+            continue
+        values, indices = next(ranked)
+        best, confidence = names[indices[0]], values[0]
+        rejected = reject_below is not None and confidence < reject_below
+        scores = {names[j]: round(v, 4) for v, j in zip(values, indices, strict=True)}
+        out.append(Prediction(path, UNKNOWN if rejected else best, confidence, best, scores))
+    return out
+
+
+def predict_paths(
+    scorer: BankScorer,
+    paths: Sequence[str],
+    preprocessing: dict[str, Any],
+    batch_size: int = 256,
+    top_k: int = 3,
+    reject_below: float | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator[Prediction]:
+    """One ``Prediction`` per path, in order, ``batch_size`` images at a time; ``on_batch(n)``
+    after each batch of n paths. A query is labelled ``unknown`` when its top probability is
+    below ``reject_below``."""
+    size, invert = preprocessing["image_size"], preprocessing["invert"]
+    with ThreadPoolExecutor(READERS) as pool:
+
+        def submit(start: int) -> list[Future[np.ndarray]]:
+            batch = paths[start : start + batch_size]
+            return [pool.submit(read_image, p, size, invert) for p in batch]
+
+        decoding = submit(0)
+        for start in range(0, len(paths), batch_size):
+            # the next batch decodes while this one is embedded, scored and consumed
+            decoded, decoding = decoding, submit(start + batch_size)
+            batch = paths[start : start + batch_size]
+            yield from _scored(scorer, batch, decoded, top_k, reject_below)
+            if on_batch is not None:
+                on_batch(len(batch))
+
+
+def progress_bar(console: Console, disable: bool) -> Progress:
+    """A progress bar on ``console`` (stderr) that leaves stdout alone for the results."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )

@@ -1,0 +1,82 @@
+"""The episode protocol: N-way K-shot Q-query episodes, drawn with a seed or replayed from a
+saved list, scored through the method's own ``score`` (its head included) on cached
+embeddings; per-class accuracy from every query of every episode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sketchshot.data.dataset import SketchDataset
+from sketchshot.data.episode_file import load_episodes, save_episodes
+from sketchshot.data.episodes import EpisodeIndex
+from sketchshot.evaluation import draw_episodes, episode_accuracies, predict_episodes
+from sketchshot.methods import Method
+from sketchshot.pictures import episode_grid, save_png
+from sketchshot.protocols.report import Figure, ProtocolReport, confusion_matrix
+
+
+def episodes_protocol(
+    method: Method,
+    embeddings: torch.Tensor,
+    dataset: SketchDataset,
+    n_way: int,
+    n_shot: int,
+    n_query: int,
+    count: int,
+    seed: int,
+    episodes_in: Path | None = None,
+    episodes_out: Path | None = None,
+    grid: Path | None = None,
+) -> ProtocolReport:
+    """Mean episode accuracy and 95% CI; the confusion counts every query over dataset classes.
+
+    With ``episodes_in`` the saved list replaces the seeded draw (and its way, shot, query and
+    count replace those given). ``episodes_out`` saves the list scored; ``grid`` draws the
+    first episode."""
+    source = {"seed": seed, "drawn": True}
+    if episodes_in is not None:
+        episodes, file = load_episodes(episodes_in, dataset)
+        source = {"file": str(episodes_in), "seed": file.seed, "drawn": False}
+    else:
+        episodes = draw_episodes(
+            dataset.labels, n_way, n_shot, n_query, count, seed, dataset.class_names
+        )
+    first = episodes[0]
+    predictions = predict_episodes(method, embeddings, episodes)
+    accuracies = episode_accuracies(predictions, episodes)
+    classes = np.stack([ep.classes for ep in episodes])  # [E, n_way] dataset classes
+    truth = np.repeat(classes, first.n_query, axis=1)
+    predicted = np.take_along_axis(classes, predictions, axis=1)
+    n_classes = len(dataset.class_names)
+    name = f"{first.n_way}-way {first.n_shot}-shot, {first.n_query} queries"
+    report = ProtocolReport(
+        [Figure.of(name, accuracies)],
+        dataset.class_names,
+        confusion_matrix(truth, predicted, n_classes),
+        {
+            "episodes": source | {
+                "n_way": first.n_way, "n_shot": first.n_shot, "n_query": first.n_query,
+                "count": len(episodes),
+            },
+        },
+    )  # fmt: skip
+    if episodes_out is not None:
+        save_episodes(episodes_out, episodes, dataset, int(source["seed"]))
+    if grid is not None:
+        save_png(_grid(dataset, first, predictions[0]), grid)
+    return report
+
+
+def _grid(dataset: SketchDataset, episode: EpisodeIndex, predicted: np.ndarray):
+    names = [dataset.class_names[c] for c in episode.classes.tolist()]
+    return episode_grid(
+        dataset.images[torch.from_numpy(episode.support)].numpy(),
+        dataset.images[torch.from_numpy(episode.query)].numpy(),
+        names,
+        predicted,
+        episode.n_shot,
+        episode.n_query,
+    )

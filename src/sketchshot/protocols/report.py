@@ -1,0 +1,65 @@
+"""What every evaluation protocol returns: its figures (mean and 95% CI over repetitions) and
+a confusion matrix, from which per-class accuracy and the hardest classes are read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sketchshot.evaluation import mean_ci95
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One reported accuracy: the mean over ``repeats`` (episodes, draws or runs) and the
+    half-width of its 95% confidence interval."""
+
+    name: str
+    accuracy: float
+    ci95: float
+    repeats: int
+
+    @classmethod
+    def of(cls, name: str, accuracies: np.ndarray) -> Figure:
+        mean, ci95 = mean_ci95(np.asarray(accuracies, dtype=float))
+        return cls(name, mean, ci95, int(np.size(accuracies)))
+
+
+@dataclass(frozen=True)
+class ProtocolReport:
+    """``figures[0]`` is the protocol's headline figure; ``confusion`` [C, C] (rows: true class,
+    columns: predicted, over ``class_names``) counts the predictions behind it, None where
+    classes are not shared across repeats (Omniglot's runs)."""
+
+    figures: list[Figure]
+    class_names: tuple[str, ...]
+    confusion: np.ndarray | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts [C, C] of (true class, predicted class) pairs; ``truth`` and ``predicted`` are
+    class indices of any (equal) shape."""
+    pairs = np.asarray(truth, dtype=np.int64).ravel() * n_classes
+    pairs += np.asarray(predicted, dtype=np.int64).ravel()
+    return np.bincount(pairs, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def per_class_accuracy(
+    confusion: np.ndarray, class_names: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """``{class: {"correct", "total", "accuracy"}}`` for every class with at least one query."""
+    correct, total = np.diag(confusion), confusion.sum(axis=1)
+    return {
+        name: {"correct": int(c), "total": int(t), "accuracy": float(c / t)}
+        for name, c, t in zip(class_names, correct, total, strict=True)
+        if t > 0
+    }
+
+
+def hardest_classes(per_class: dict[str, dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The ``count`` classes of lowest accuracy (ties: fewer queries right, then by name)."""
+    order = sorted(per_class.items(), key=lambda kv: (kv[1]["accuracy"], kv[1]["correct"], kv[0]))
+    return [{"class": name, **figures} for name, figures in order[:count]]

@@ -1,0 +1,97 @@
+"""Run the configured evaluation protocol of a loaded model: read the data (or the runs),
+embed every image once (test-time augmentation included), score, and draw what was asked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sketchshot.config import Config, EvaluateConfig
+from sketchshot.data import load_dataset
+from sketchshot.errors import ConfigError
+from sketchshot.evaluation import embed
+from sketchshot.methods import Method
+from sketchshot.pictures import confusion_picture, save_png
+from sketchshot.protocols.episodes import episodes_protocol
+from sketchshot.protocols.knn import knn_protocol
+from sketchshot.protocols.linear_probe import linear_probe_protocol
+from sketchshot.protocols.omniglot_runs import read_runs, runs_protocol
+from sketchshot.protocols.report import ProtocolReport
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """A protocol's report and what it was measured on."""
+
+    report: ProtocolReport
+    origin: str
+    split: str | None
+    n_classes: int
+    n_images: int
+
+
+def check_settings(
+    e: EvaluateConfig,
+    episodes_out: Path | None = None,
+    save_grid: Path | None = None,
+    save_confusion: Path | None = None,
+) -> None:
+    """Refuse option combinations that a protocol would ignore, before any work."""
+    episodic = {"--episodes-in": e.episodes_in, "--episodes-out": episodes_out,
+                "--save-grid": save_grid}  # fmt: skip
+    for option, value in episodic.items():
+        if value is not None and e.protocol != "episodes":
+            raise ConfigError(f"{option} works with --protocol episodes, not {e.protocol}")
+    if e.protocol == "runs" and e.runs is None:
+        raise ConfigError("--protocol runs needs --runs DIR, a folder of Omniglot one-shot runs")
+    if e.runs is not None and e.protocol != "runs":
+        raise ConfigError(f"--runs is read by --protocol runs, not {e.protocol}")
+    if save_confusion is not None and e.protocol == "runs":
+        raise ConfigError("--save-confusion needs shared classes; the one-shot runs have none")
+    for option, path in (("--save-grid", save_grid), ("--save-confusion", save_confusion)):
+        if path is not None and Path(path).suffix.lower() != ".png":
+            raise ConfigError(f"{option} {path}: the picture is a PNG; name it FILE.png")
+
+
+def run_protocol(
+    method: Method,
+    preprocessing: dict[str, Any],
+    cfg: Config,
+    device: torch.device,
+    episodes_out: Path | None = None,
+    save_grid: Path | None = None,
+    save_confusion: Path | None = None,
+) -> Evaluated:
+    e = cfg.evaluate
+    check_settings(e, episodes_out, save_grid, save_confusion)
+    size = preprocessing["image_size"]
+    if e.protocol == "runs":
+        runs = read_runs(Path(str(e.runs)), size, preprocessing.get("invert", "auto"))
+        report = runs_protocol(method, runs, device, e.tta, cfg.seed)
+        n_images = sum(r.training.shape[0] + r.test.shape[0] for r in runs)
+        n_classes = int(runs[0].training.shape[0])
+        return Evaluated(report, str(e.runs), None, n_classes, n_images)
+    dataset = load_dataset(cfg.data, size, e.split)
+    embeddings = embed(method, dataset.images, device, views=e.tta, seed=cfg.seed)
+    if e.protocol == "episodes":
+        episodes_in = Path(e.episodes_in) if e.episodes_in is not None else None
+        report = episodes_protocol(
+            method, embeddings, dataset, e.n_way, e.n_shot, e.n_query, e.episodes, cfg.seed,
+            episodes_in, episodes_out, save_grid,
+        )  # fmt: skip
+    elif e.protocol == "knn":
+        report = knn_protocol(
+            embeddings, dataset.labels, dataset.class_names, e.draws, e.labelled_fraction,
+            cfg.seed,
+        )  # fmt: skip
+    else:
+        report = linear_probe_protocol(
+            embeddings, dataset.labels, dataset.class_names, e.draws, e.labelled_fraction,
+            e.probe_weight_decay, cfg.seed,
+        )  # fmt: skip
+    if save_confusion is not None and report.confusion is not None:
+        save_png(confusion_picture(report.confusion, report.class_names), save_confusion)
+    return Evaluated(report, dataset.origin, e.split, len(dataset.class_names), len(dataset))

@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from omniglot import fmt, held_out, one_shot_accuracy, report, train_config  # noqa: E402
+from omniglot import fmt, held_out, one_shot_accuracy, report, run_peer, train_config  # noqa: E402
 
 from sketchshot import engine  # noqa: E402
 from sketchshot.config import Config  # noqa: E402
@@ -68,17 +64,9 @@ def main() -> None:
             rows.append(run_ours(method, args.minutes, init, overrides, test, args.episodes))
             print(fmt(rows[-1]), flush=True)
     if args.peers_python:
-        done = subprocess.run(
-            [args.peers_python, str(Path(__file__).parent / "peers" / "easyfsl_protonet.py"),
-             "--minutes", str(args.minutes)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows.append(run_peer(args.peers_python, "easyfsl_protonet.py", args.minutes))
         print(fmt(rows[-1]), flush=True)
-    title = (
-        f"{time.strftime('%Y-%m-%d %H:%M')}: {args.minutes:g} min per row, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
+    title = f"{args.minutes:g} min per row"
     report(rows, title, RESULTS)
 
 

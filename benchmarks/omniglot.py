@@ -7,7 +7,10 @@ difference between two rows of a table is the training loop."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -59,8 +62,22 @@ def fmt(row: dict) -> str:
     return f"| {row['name']} | {row['images_per_s']:.0f} | {acc('5w1s')} | {acc('20w1s')} |"
 
 
+def run_peer(python: str, script: str, minutes: float) -> dict:
+    """One row from a peer's script in its own venv (``peers/SCRIPT``), for ``minutes``."""
+    done = subprocess.run(
+        [python, str(Path(__file__).parent / "peers" / script), "--minutes", str(minutes)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def report(rows: list[dict], title: str, results: Path) -> None:
-    """Print the table and append it to ``results``."""
+    """Print the table, headed by the time, threads and torch version, and append it to
+    ``results``."""
+    title = (
+        f"{time.strftime('%Y-%m-%d %H:%M')}: {title}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     table = [f"## {title}", "", "| run | images/s | 5-way 1-shot | 20-way 1-shot |",
              "| --- | ---: | ---: | ---: |", *(fmt(r) for r in rows), ""]  # fmt: skip
     print("\n".join(table))

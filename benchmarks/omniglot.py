@@ -40,11 +40,11 @@ def held_out(image_size: int = 28) -> SketchDataset:
 
 
 def one_shot_accuracy(
-    method: Method, test: SketchDataset, episodes: int = 1000, seed: int = 0
+    method: Method, test: SketchDataset, episodes: int = 1000, seed: int = 0, views: int = 1
 ) -> dict[str, tuple[float, float]]:
     """5-way and 20-way 1-shot (15 queries) accuracy with 95% CI, through ``method.score``
-    on embeddings computed once."""
-    emb = embed(method, test.images, torch.device("cpu"))
+    on embeddings computed once (averaged over ``views`` test-time views when > 1)."""
+    emb = embed(method, test.images, torch.device("cpu"), views=views)
     out = {}
     for n_way in (5, 20):
         s = score_episodes(method, emb, test.labels, n_way, 1, 15, episodes, seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from sketchshot.checkpoint import (
     load_training_state,
     save_model,
     save_training_state,
+    write_json,
 )
 from sketchshot.encoders import create_encoder
 from sketchshot.errors import CheckpointError
@@ -230,3 +232,14 @@ def test_a_sidecar_without_sha256_is_refused(saved_model):
     sidecar.write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="JSON object"):
         load_model(saved_model)
+
+
+def test_atomic_write_respects_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary left behind

@@ -27,16 +27,25 @@ FORMAT_VERSION = 1
 
 
 def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)``, then rename onto ``path``: readers never see a torn file."""
+    """Call ``write(tmp_path)``, then rename onto ``path``: readers never see a torn file.
+    The file gets the permissions a plain ``open`` would give it (0666 less the umask), not
+    ``mkstemp``'s private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +68,15 @@ def write_folder(root: Path, classes: dict[str, int], size: int = 40, white: boo
         for i in range(count):
             write_png(root / name / f"{i:02d}.png", sketch_array(c, i, size, white))
     return root
+
+
+def torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=NPROC -m sketchshot ARGS`` on the CPU, one thread each, on a
+    free local port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           f"--master_port={port}", "-m", "sketchshot", *args]  # fmt: skip
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

@@ -18,8 +18,8 @@ from sketchshot.checkpoint import (
     load_training_state,
     save_model,
     save_training_state,
-    write_json,
 )
+from sketchshot.checkpoint import write_json as atomic_write_json
 from sketchshot.encoders import create_encoder
 from sketchshot.errors import CheckpointError
 from sketchshot.methods import create_method
@@ -237,7 +237,7 @@ def test_a_sidecar_without_sha256_is_refused(saved_model):
 def test_atomic_write_respects_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
-        write_json(tmp_path / "a.json", {"x": 1})
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644

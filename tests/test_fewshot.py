@@ -1,14 +1,17 @@
 """Few-shot methods and fine-tuning options: Matching, Relation and Siamese networks against
-their papers' formulas, rotation classes, a frozen encoder, head learning rates, patience."""
+their papers' formulas, rotation classes, a frozen encoder, head learning rates, patience,
+and fine-tuning under torchrun."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import torchrun
 from sketchshot import engine
 from sketchshot.config import resolve_config
 from sketchshot.data.dataset import with_rotations
@@ -150,3 +153,23 @@ def test_matching_mlp_has_no_unused_scale_and_relation_probabilities_sum_to_one(
     relation = create_method("relation", create_encoder("conv4")).eval()
     scores = relation.score(torch.randn(3, 64), torch.tensor([0, 1, 2]), torch.randn(4, 64), 3)
     torch.testing.assert_close(relation.probabilities(scores).sum(1), torch.ones(4))
+
+
+def test_torchrun_two_cpu_processes_finetune_and_save_a_loadable_model(tmp_path: Path) -> None:
+    args = ["finetune", "--ways", "8", "--shots", "1", "--queries", "3", "--epochs", "2",
+            "--out", "ddp", "--device", "cpu", "--json", "--quiet"]  # fmt: skip
+    (tmp_path / "tiny.toml").write_text(
+        "[data.builtin]\nn_classes = 30\nn_drawers = 6\n"
+        "[finetune]\nepisodes_per_epoch = 6\nval_episodes = 20\n"
+    )
+    done = torchrun([*args, "--config", "tiny.toml"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
+    assert len(lines) == 1, done.stdout  # rank 0 alone reports
+    records = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r.get("event") == "epoch_end"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(0 <= e["val_accuracy"] <= 1 for e in epochs)
+    model, meta = engine.load_model(tmp_path / "ddp")
+    assert not any(k.startswith("module.") for k in model.state_dict())
+    assert meta["metrics"]["steps"] == 2 * 6 // 2  # the episodes of an epoch split over 2 ranks

@@ -297,8 +297,8 @@ def test_csv_output_and_unreadable_files(cli, bank, tmp_path):
     assert result.exit_code == 1
     assert plain(result.stderr).strip() == "error: 4 of 6 image(s) could not be read"
     reader = csv.DictReader(io.StringIO(result.stdout))
-    assert reader.fieldnames == ["path", "label", "confidence", "top1", "score1", "top2",
-                                 "score2", "error"]  # fmt: skip
+    assert reader.fieldnames == ["path", "label", "confidence", "similarity", "top1", "score1",
+                                 "top2", "score2", "error"]  # fmt: skip
     rows = list(reader)
     assert [r["path"] for r in rows] == [str(a) for a in args]
     for row, label in ((rows[0], "shape3"), (rows[5], "shape1")):
@@ -310,7 +310,10 @@ def test_csv_output_and_unreadable_files(cli, bank, tmp_path):
     assert errors[1] == f"no such file: {tmp_path / 'missing.png'}"
     assert errors[2] == f"no images in folder {empty}"
     assert errors[3] == f"no file matches {nothing}"
-    assert all(r["label"] == r["confidence"] == r["top1"] == "" for r in rows[1:5])
+    assert all(
+        r["label"] == r["confidence"] == r["similarity"] == r["top1"] == "" for r in rows[1:5]
+    )
+    assert all(-1 <= float(r["similarity"]) <= 1 for r in (rows[0], rows[5]))
 
 
 def test_table_output(cli, bank, tmp_path):
@@ -329,8 +332,8 @@ def test_small_batches_give_the_same_rows_as_one_batch(saved_model, bank, tmp_pa
     method, meta = load_model(saved_model)
     scorer = BankScorer(method, load_bank(bank), torch.device("cpu"))
     seen: list[int] = []
-    real = scorer.probabilities
-    scorer.probabilities = lambda images: seen.append(len(images)) or real(images)
+    real = scorer.scores
+    scorer.scores = lambda images: seen.append(len(images)) or real(images)
     done: list[int] = []
     small = list(predict_paths(scorer, paths, meta["preprocessing"], 2, on_batch=done.append))
     assert done == [2, 2, 2, 1] and seen == [2, 1, 2, 1]  # never more than 2 images at once
@@ -341,6 +344,7 @@ def test_small_batches_give_the_same_rows_as_one_batch(saved_model, bank, tmp_pa
     assert small[2].error is not None and small[2].label is None
     for s, w in zip(small, whole, strict=True):
         assert s.confidence == pytest.approx(w.confidence, abs=1e-6)
+        assert s.similarity == pytest.approx(w.similarity, abs=1e-4)
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS.names() if METHODS.get(m).kind == "fewshot"])
@@ -359,18 +363,18 @@ def test_every_few_shot_method_predicts_from_a_bank(method, support, tmp_path):
 # ---------------------------------------------------------------- unknown classes
 
 
-def test_reject_below_labels_low_confidence_unknown(cli, bank, tmp_path):
+def test_reject_below_labels_dissimilar_sketches_unknown(cli, bank, tmp_path):
     paths, _ = new_drawings(tmp_path / "q", variants=(10, 11))
     plain_rows = json_rows(cli("predict", *paths, "--bank", bank, "--json"))
-    confidences = sorted(r["confidence"] for r in plain_rows)
-    cut = (confidences[4] + confidences[5]) / 2  # five rows below, five above
+    similarities = sorted(r["similarity"] for r in plain_rows)
+    cut = (similarities[4] + similarities[5]) / 2  # five rows below, five above
     result = cli("predict", *paths, "--bank", bank, "--json", "--reject-below", cut)
     assert result.exit_code == 0, result.output
     rows = json_rows(result)
     assert sum(r["label"] == "unknown" for r in rows) == 5
     for before, after in zip(plain_rows, rows, strict=True):
         assert after["best_class"] == before["label"]
-        assert after["label"] == ("unknown" if before["confidence"] < cut else before["label"])
+        assert after["label"] == ("unknown" if before["similarity"] < cut else before["label"])
         assert after["scores"] == before["scores"]
 
 
@@ -386,11 +390,9 @@ def test_pick_threshold_rejects_at_most_the_target_share_of_known():
 
 
 def test_calibration_separates_held_out_classes_on_clustered_embeddings(saved_model):
-    """Six tight clusters on orthogonal directions, scored by a cosine ProtoNet (scale 10):
-    a held-out drawing of a known class has top probability ~e^10 / (e^10 + 5) > 0.999; one
-    of an unknown class is about equally far from all five others (top < 0.5)."""
-    method, meta = load_model(saved_model)
-    cosine = create_method("protonet", method.encoder, distance="cosine").eval()
+    """Six tight clusters on orthogonal directions: a held-out drawing of a known class has
+    similarity ~1 to its class mean; one of an unknown class ~0 to all five others."""
+    _, meta = load_model(saved_model)
     g = torch.Generator().manual_seed(0)
     centres = torch.eye(64)[:6] * 3
     embeddings = centres.repeat_interleave(4, 0) + 0.01 * torch.randn(24, 64, generator=g)
@@ -398,11 +400,11 @@ def test_calibration_separates_held_out_classes_on_clustered_embeddings(saved_mo
         embeddings, torch.arange(6).repeat_interleave(4), tuple("abcdef"), ("x",) * 6,
         ModelRef.of(saved_model, meta), meta["preprocessing"],
     )  # fmt: skip
-    t = calibrate(cosine, bank, torch.device("cpu"))
+    t = calibrate(bank, torch.device("cpu"))
     # 6 episodes, each with 5 known classes (one query each) and 4 drawings of the unknown one
     assert (t.episodes, t.known_queries, t.unknown_queries) == (6, 30, 24)
-    assert 0.999 < t.value < 1 and t.false_accept == 0.0 and t.false_reject <= 0.05
-    assert t.statistic == "max_probability" and t.target_false_reject == 0.05
+    assert 0.999 < t.value <= 1 and t.false_accept == 0.0 and t.false_reject <= 0.05
+    assert t.statistic == "nearest_class_similarity" and t.target_false_reject == 0.05
 
 
 def test_calibrated_threshold_is_stored_and_used(cli, bank, tmp_path):
@@ -410,7 +412,7 @@ def test_calibrated_threshold_is_stored_and_used(cli, bank, tmp_path):
     assert result.exit_code == 0, result.output
     reject = json.loads((tmp_path / "bank.json").read_text(encoding="utf-8"))["reject"]
     assert json.loads(result.stdout)["threshold"] == reject
-    assert 0 < reject["value"] < 1 and reject["statistic"] == "max_probability"
+    assert -1 <= reject["value"] <= 1 and reject["statistic"] == "nearest_class_similarity"
     # 5 episodes: 4 known queries each (one per other class), 4 drawings of the unknown class
     assert (reject["episodes"], reject["known_queries"], reject["unknown_queries"]) == (5, 20, 20)
     assert reject["target_false_reject"] == 0.05 and reject["false_reject"] <= 0.05
@@ -419,15 +421,26 @@ def test_calibrated_threshold_is_stored_and_used(cli, bank, tmp_path):
     paths, _ = new_drawings(tmp_path / "q")
     rows = json_rows(cli("predict", *paths, "--bank", bank, "--json"))
     for r in rows:
-        assert r["label"] == ("unknown" if r["confidence"] < reject["value"] else r["best_class"])
-    off = json_rows(cli("predict", *paths, "--bank", bank, "--json", "--reject-below", 0))
+        assert r["label"] == ("unknown" if r["similarity"] < reject["value"] else r["best_class"])
+    off = json_rows(cli("predict", *paths, "--bank", bank, "--json", "--reject-below", -1))
     assert all(r["label"] == r["best_class"] for r in off)
     table = plain(cli("predict", paths[0], "--bank", bank).stdout)
-    assert f"unknown below {reject['value']:.3f} (calibrated in" in table
+    assert f"unknown below similarity {reject['value']:.3f} (calibrated in" in table
 
     looser = cli("enroll", "--bank", bank, "--false-reject", 0.5, "--json")
     assert json.loads(looser.stdout)["threshold"]["target_false_reject"] == 0.5
     assert json.loads(looser.stdout)["threshold"]["value"] >= reject["value"]
+
+
+def test_a_threshold_on_another_statistic_is_refused(cli, bank, tmp_path):
+    assert cli("enroll", "--bank", bank, "--calibrate").exit_code == 0
+    sidecar = tmp_path / "bank.json"
+    meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    meta["reject"]["statistic"] = "max_probability"
+    sidecar.write_text(json.dumps(meta), encoding="utf-8")
+    result = cli("predict", str(sidecar), "--bank", bank)
+    assert result.exit_code == 1
+    assert "calibrate it again with enroll --bank BANK --calibrate" in plain(result.stderr)
 
 
 def test_a_calibrated_bank_is_recalibrated_after_a_change(cli, bank, tmp_path, encoded):

@@ -6,10 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import pytest
 import torch
 from torchvision import models
 
+from helpers import torchrun
 from sketchshot.checkpoint import load_model
 from sketchshot.config import OptimConfig
 from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
@@ -189,22 +187,11 @@ def test_imagenet_init_offline_without_cache_says_what_to_do(tmp_path, monkeypat
         initialise_encoder(create_encoder("conv4"), "imagenet")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_two_cpu_processes_train_and_save_a_loadable_model(tmp_path: Path) -> None:
     (tmp_path / "tiny.toml").write_text(TINY_TOML)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        f"--master_port={_free_port()}", "-m", "sketchshot", "pretrain",
-        "--config", "tiny.toml", "--epochs", "4", "--lr", "0.003", "--out", "ddp",
-        "--device", "cpu", "--json", "--quiet",
-    ]  # fmt: skip
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    args = ["pretrain", "--config", "tiny.toml", "--epochs", "4", "--lr", "0.003", "--out", "ddp",
+            "--device", "cpu", "--json", "--quiet"]  # fmt: skip
+    done = torchrun(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
     assert len(lines) == 1, done.stdout  # rank 0 alone reports

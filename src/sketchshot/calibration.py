@@ -3,24 +3,22 @@
 Each episode holds one class of the bank out as the "unknown": up to ``UNKNOWN_PER_EPISODE`` of
 its embeddings are scored against the bank without that class. One embedding of each of up to
 ``KNOWN_PER_EPISODE`` other classes is held out of the support and scored against the whole
-bank, as a new drawing of a known class would be. The statistic is the top class probability
-after the method's own ``probabilities`` (what ``predict`` reports as confidence).
+bank, as a new drawing of a known class would be. The statistic is ``nearest_class_similarity``
+(what ``predict`` reports as ``similarity``): the cosine similarity of a drawing's features to
+the nearest class mean.
 
 The threshold is the lowest that rejects at most a target share of the known queries (5% by
 default): a user knows what it costs on their own classes, and a weak model cannot drive it to
-rejecting most inputs, which maximising balanced accuracy did on trained ProtoNets whose
-probabilities saturate. The share of unknown queries it lets through is measured and stored
-beside it. Unknown queries meet one class fewer than they would in ``predict``, which raises
-their top probability a little, so that measured share errs high."""
+rejecting most inputs. The share of unknown queries it lets through is measured and stored
+beside it."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from sketchshot.bank import ClassBank, RejectThreshold, class_probabilities
+from sketchshot.bank import ClassBank, RejectThreshold, nearest_class_similarity
 from sketchshot.errors import DataError
-from sketchshot.methods import Method
 
 MAX_EPISODES = 200  # each class is the unknown once, up to this many classes
 KNOWN_PER_EPISODE = 20
@@ -44,9 +42,9 @@ def pick_threshold(
 
 @torch.no_grad()
 def open_set_scores(
-    method: Method, embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int, seed: int
+    embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Top probabilities of known and of unknown queries over leave-one-class-out episodes
+    """Similarities of known and of unknown queries over leave-one-class-out episodes
     drawn from embeddings [N, D] with labels [N]; returns (known, unknown, episodes)."""
     counts = torch.bincount(labels.cpu(), minlength=n_classes)
     several = (counts >= 2).nonzero().flatten().tolist()
@@ -70,31 +68,29 @@ def open_set_scores(
         rest = labels != held_class
         without_held = torch.ones_like(rest)
         without_held[held] = False
-        probs = class_probabilities(
-            method, embeddings[without_held], labels[without_held], n_classes, embeddings[held]
+        sims = nearest_class_similarity(
+            embeddings[without_held], labels[without_held], n_classes, embeddings[held]
         )
-        known.append(probs.max(dim=1).values.float().cpu().numpy())
-        probs = class_probabilities(
-            method,
+        known.append(sims.float().cpu().numpy())
+        sims = nearest_class_similarity(
             embeddings[rest],
             labels[rest] - (labels[rest] > held_class).long(),
             n_classes - 1,
             embeddings[outsiders[:UNKNOWN_PER_EPISODE]],
         )
-        unknown.append(probs.max(dim=1).values.float().cpu().numpy())
+        unknown.append(sims.float().cpu().numpy())
     return np.concatenate(known), np.concatenate(unknown), len(episodes)
 
 
 def calibrate(
-    method: Method,
     bank: ClassBank,
     device: torch.device,
     false_reject: float = DEFAULT_FALSE_REJECT,
     seed: int = 0,
 ) -> RejectThreshold:
-    """The reject threshold of ``bank`` under ``method`` (see the module docstring)."""
+    """The reject threshold of ``bank`` (see the module docstring)."""
     known, unknown, episodes = open_set_scores(
-        method, bank.embeddings.to(device), bank.labels.to(device), len(bank.class_names), seed
+        bank.embeddings.to(device), bank.labels.to(device), len(bank.class_names), seed
     )
     value, measured_false_reject, false_accept = pick_threshold(known, unknown, false_reject)
     return RejectThreshold(

@@ -768,8 +768,7 @@ def evaluate(
         Path | None,
         typer.Option(
             "--save-confusion",
-            help="Draw the confusion matrix with class names to FILE.png (episodes, knn, "
-            "linear).",
+            help="Draw the confusion matrix with class names to FILE.png (episodes, knn, linear).",
             show_default=False,
         ),
     ] = None,
@@ -995,8 +994,9 @@ def enroll(
             t = r.threshold
             if t is not None:
                 c.print(
-                    f"unknown below {t['value']:.4f}: rejects {100 * t['false_reject']:.1f}% of "
-                    f"known and accepts {100 * t['false_accept']:.1f}% of unknown drawings in "
+                    f"unknown below similarity {t['value']:.4f}: rejects "
+                    f"{100 * t['false_reject']:.1f}% of known and accepts "
+                    f"{100 * t['false_accept']:.1f}% of unknown drawings in "
                     f"{t['episodes']} leave-one-class-out episodes",
                     highlight=False,
                 )
@@ -1008,14 +1008,16 @@ def enroll(
 
 def _csv_header(top_k: int) -> list[str]:
     ranks = [[f"top{i}", f"score{i}"] for i in range(1, top_k + 1)]
-    return ["path", "label", "confidence", *(c for pair in ranks for c in pair), "error"]
+    return ["path", "label", "confidence", "similarity", *(c for pair in ranks for c in pair),
+            "error"]  # fmt: skip
 
 
 def _csv_row(row: Any, top_k: int) -> list[Any]:
     ranked = [x for pair in row.scores.items() for x in pair]
     ranked += [""] * (2 * top_k - len(ranked))
     confidence = "" if row.confidence is None else f"{row.confidence:.6f}"
-    return [row.path, row.label or "", confidence, *ranked, row.error or ""]
+    similarity = "" if row.similarity is None else f"{row.similarity:.4f}"
+    return [row.path, row.label or "", confidence, similarity, *ranked, row.error or ""]
 
 
 @app.command()
@@ -1044,10 +1046,11 @@ def predict(
         float | None,
         typer.Option(
             "--reject-below",
-            min=0.0,
+            min=-1.0,
             max=1.0,
-            help="Label a sketch 'unknown' when its top class probability is below this "
-            "(default: the bank's calibrated threshold, if any; 0 turns it off).",
+            help="Label a sketch 'unknown' when the cosine similarity of its features to the "
+            "nearest class mean is below this (default: the bank's calibrated threshold, if "
+            "any; -1 turns it off).",
             show_default=False,
         ),
     ] = None,
@@ -1059,7 +1062,9 @@ def predict(
     ] = False,
     as_csv: Annotated[
         bool,
-        typer.Option("--csv", help="CSV on stdout: path,label,confidence,top1,score1,...,error."),
+        typer.Option(
+            "--csv", help="CSV on stdout: path,label,confidence,similarity,top1,score1,...,error."
+        ),
     ] = False,
     batch_size: Annotated[
         int,
@@ -1072,8 +1077,9 @@ def predict(
 ) -> None:
     """Label sketches against a class bank (--bank) or a support folder (--support).
 
-    The best class and its probability, the top-k scores, and 'unknown' below a reject
-    threshold. An unreadable image gets a row with its error; the exit code is then 1."""
+    The best class and its probability, the top-k scores, the similarity to the nearest class,
+    and 'unknown' when that is below a reject threshold. An unreadable image gets a row with
+    its error; the exit code is then 1."""
     with domain_errors():
         if as_json and as_csv:
             raise ConfigError("choose one of --json and --csv")
@@ -1101,7 +1107,7 @@ def predict(
         writer = csv.writer(sys.stdout, lineterminator="\n") if as_csv else None
         if writer is not None:
             writer.writerow(_csv_header(k))
-        table = Table("image", "class", "confidence", "top scores")
+        table = Table("image", "class", "confidence", "similarity", "top scores")
         table.columns[0].overflow = "fold"
         total = failed = 0
         for r in run.rows:
@@ -1112,7 +1118,7 @@ def predict(
             elif as_json:
                 print(to_json(r.as_dict()), flush=True)
             elif r.error:
-                table.add_row(escape(r.path), "[red]error[/]", "", escape(r.error))
+                table.add_row(escape(r.path), "[red]error[/]", "", "", escape(r.error))
             else:
                 label = escape(r.label or "")
                 if r.label != r.best_class:
@@ -1121,6 +1127,7 @@ def predict(
                     escape(r.path),
                     label,
                     f"{r.confidence:.3f}",
+                    f"{r.similarity:.3f}",
                     escape(", ".join(f"{c} {v:.2f}" for c, v in r.scores.items())),
                 )
         if writer is not None:
@@ -1129,7 +1136,7 @@ def predict(
             table.caption = escape(
                 f"{len(run.class_names)} classes from {run.classes_from}"
                 + (
-                    f"; unknown below {run.threshold:.3f} ({run.threshold_from})"
+                    f"; unknown below similarity {run.threshold:.3f} ({run.threshold_from})"
                     if run.threshold is not None
                     else ""
                 )

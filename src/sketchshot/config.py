@@ -211,7 +211,10 @@ class PredictConfig(Frozen):
     bank: Path | None = Field(None, description="a class bank written by enroll")
     top_k: int = Field(3, ge=1, description="scores of the k best classes")
     reject_below: float | None = Field(
-        None, ge=0, le=1, description="label 'unknown' below this top probability"
+        None,
+        ge=-1,
+        le=1,
+        description="label 'unknown' below this cosine similarity to the nearest class mean",
     )
     batch_size: int = Field(256, ge=1, description="images read and embedded at a time")
     device: Device = "auto"

@@ -405,7 +405,7 @@ def enroll(cfg: EnrollConfig) -> EnrollResult:
         if target is None:
             target = DEFAULT_FALSE_REJECT
         try:
-            bank = bank.with_threshold(calibrate(method, bank, device, target))
+            bank = bank.with_threshold(calibrate(bank, device, target))
         except DataError as exc:
             if asked:
                 raise

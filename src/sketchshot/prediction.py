@@ -26,7 +26,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from sketchshot.bank import ClassBank, class_probabilities
+from sketchshot.bank import ClassBank, class_probabilities, nearest_class_similarity
 from sketchshot.data.folder import IMAGE_SUFFIXES, decode_sketch
 from sketchshot.errors import SketchshotError
 from sketchshot.evaluation import embed
@@ -38,14 +38,17 @@ READERS = 4  # decoding threads; PIL releases the GIL while it decodes
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's result. ``label`` is ``best_class``, or ``unknown`` when ``confidence`` (the
-    top class probability) is below the reject threshold; ``scores`` holds the top-k classes
-    and their probabilities, best first. On failure only ``path`` and ``error`` are set."""
+    """One image's result. ``confidence`` is the top class probability and ``scores`` the top-k
+    classes and their probabilities, best first. ``similarity`` is the cosine similarity of the
+    image's features to the nearest class mean; ``label`` is ``best_class``, or ``unknown``
+    when ``similarity`` is below the reject threshold. On failure only ``path`` and ``error``
+    are set."""
 
     path: str
     label: str | None
     confidence: float | None
     best_class: str | None = None
+    similarity: float | None = None
     scores: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
@@ -115,7 +118,8 @@ def read_image(path: str, image_size: int, invert: Any) -> np.ndarray:
 
 
 class BankScorer:
-    """Class probabilities of images against a bank, by a method's own ``score``."""
+    """Class probabilities of images against a bank, by a method's own ``score``, and their
+    similarity to the nearest class."""
 
     def __init__(self, method: Method, bank: ClassBank, device: torch.device) -> None:
         self.method = method
@@ -124,11 +128,14 @@ class BankScorer:
         self.support = bank.embeddings.to(device)
         self.labels = bank.labels.to(device)
 
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images [B, 1, S, S] -> probabilities [B, n_way] on the CPU."""
+    def scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images [B, 1, S, S] -> (probabilities [B, n_way], similarities [B]) on the
+        CPU."""
         query = embed(self.method, images, self.device)
         n_way = len(self.class_names)
-        return class_probabilities(self.method, self.support, self.labels, n_way, query).cpu()
+        probs = class_probabilities(self.method, self.support, self.labels, n_way, query)
+        sims = nearest_class_similarity(self.support, self.labels, n_way, query)
+        return probs.cpu(), sims.cpu()
 
 
 def _scored(
@@ -148,19 +155,20 @@ def _scored(
     names = scorer.class_names
     if not arrays:
         return [Prediction(p, None, None, error=errors[i]) for i, p in enumerate(paths)]
-    probs = scorer.probabilities(torch.from_numpy(np.stack(arrays)).unsqueeze(1))
+    probs, sims = scorer.scores(torch.from_numpy(np.stack(arrays)).unsqueeze(1))
     top = probs.topk(min(top_k, len(names)), dim=1)
-    ranked = iter(zip(top.values.tolist(), top.indices.tolist(), strict=True))
+    ranked = iter(zip(top.values.tolist(), top.indices.tolist(), sims.tolist(), strict=True))
     out = []
     for i, path in enumerate(paths):
         if i in errors:
             out.append(Prediction(path, None, None, error=errors[i]))
             continue
-        values, indices = next(ranked)
+        values, indices, similarity = next(ranked)
         best, confidence = names[indices[0]], values[0]
-        rejected = reject_below is not None and confidence < reject_below
+        rejected = reject_below is not None and similarity < reject_below
         scores = {names[j]: round(v, 4) for v, j in zip(values, indices, strict=True)}
-        out.append(Prediction(path, UNKNOWN if rejected else best, confidence, best, scores))
+        label = UNKNOWN if rejected else best
+        out.append(Prediction(path, label, confidence, best, round(similarity, 4), scores))
     return out
 
 
@@ -174,8 +182,8 @@ def predict_paths(
     on_batch: Callable[[int], None] | None = None,
 ) -> Iterator[Prediction]:
     """One ``Prediction`` per path, in order, ``batch_size`` images at a time; ``on_batch(n)``
-    after each batch of n paths. A query is labelled ``unknown`` when its top probability is
-    below ``reject_below``."""
+    after each batch of n paths. A query is labelled ``unknown`` when its similarity to the
+    nearest class is below ``reject_below``."""
     size, invert = preprocessing["image_size"], preprocessing["invert"]
     with ThreadPoolExecutor(READERS) as pool:
 

@@ -36,6 +36,7 @@ from sketchshot.pictures import (
     confusion_cell,
     confusion_picture,
     episode_grid,
+    fit_text,
 )
 from sketchshot.protocols.knn import knn_predict, knn_protocol
 from sketchshot.protocols.linear_probe import linear_probe_protocol
@@ -346,7 +347,7 @@ def test_tta_averages_seeded_views(saved_model):
     assert not torch.equal(four, embed(method, images, cpu, views=4, seed=6))
     # by hand: the image and one augmented view, drawn after seeding, averaged
     torch.manual_seed(7)
-    view = SketchAugment(TTA_STRENGTH, erase_p=0.0)(images.float() / 255)
+    view = SketchAugment(TTA_STRENGTH, thickness_p=0.0, erase_p=0.0)(images.float() / 255)
     by_hand = (plain_features + method.encoder(view).detach()) / 2
     assert torch.allclose(embed(method, images, cpu, views=2, seed=7), by_hand, atol=1e-6)
 
@@ -501,3 +502,17 @@ def test_small_episodes_are_batched_unless_score_cannot_be_vmapped(cls, calls):
     predicted = predict_episodes(method, embeddings, episodes)
     assert CountedScore.calls == calls
     assert (predicted == loop_predictions(method, embeddings, episodes)).all()
+
+
+def test_long_class_paths_keep_their_last_part_in_pictures():
+    from PIL import ImageDraw, ImageFont
+
+    draw, font = ImageDraw.Draw(Image.new("RGB", (10, 10))), ImageFont.load_default(size=11)
+    name = "Japanese_(katakana)/character15"
+    assert fit_text(draw, name, 1000, font) == name
+    width = draw.textlength("character15", font=font)
+    assert fit_text(draw, name, width, font) == "character15"
+    short = fit_text(draw, name, width - 5, font)
+    assert short.startswith("...") and short.endswith("15")
+    assert draw.textlength(short, font=font) <= width - 5
+    assert fit_text(draw, name, width - 5, font, keep_end=False).startswith("Japan")

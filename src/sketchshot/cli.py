@@ -751,7 +751,7 @@ def evaluate(
         typer.Option(
             "--tta",
             help="Test-time augmentation: average each image's embedding with N-1 seeded "
-            "augmented views (mild affine jitter, stroke width). [default: 1, off]",
+            "augmented views (mild affine jitter). [default: 1, off]",
             show_default=False,
         ),
     ] = None,
@@ -779,6 +779,7 @@ def evaluate(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a model on held-out classes, each image embedded once: N-way K-shot episodes
     (mean, 95% CI, hardest classes), kNN and linear probes, or Omniglot's one-shot runs.
@@ -817,6 +818,7 @@ def evaluate(
         r = engine.evaluate(
             cfg,
             model,
+            quiet=quiet,
             console=err,
             episodes_out=episodes_out,
             save_grid=save_grid,

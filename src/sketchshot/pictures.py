@@ -28,9 +28,14 @@ def fit_text(
     draw: ImageDraw.ImageDraw, text: str, width: float, font, keep_end: bool = True
 ) -> str:
     """``text`` shortened with '...' to fit ``width`` pixels, keeping its end (where class
-    paths such as ``Sanskrit/character32`` differ) or its start."""
+    paths such as ``Sanskrit/character32`` differ: the last part alone when it fits) or its
+    start."""
     if draw.textlength(text, font=font) <= width:
         return text
+    if keep_end and "/" in text.rstrip("/"):
+        last = text.rstrip("/").rsplit("/", 1)[1]
+        if draw.textlength(last, font=font) <= width:
+            return last
     while text and draw.textlength(f"...{text}" if keep_end else f"{text}...", font=font) > width:
         text = text[1:] if keep_end else text[:-1]
     return f"...{text}" if keep_end else f"{text}..."

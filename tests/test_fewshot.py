@@ -169,7 +169,8 @@ def test_torchrun_two_cpu_processes_finetune_and_save_a_loadable_model(tmp_path:
     records = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r.get("event") == "epoch_end"]
     assert [e["epoch"] for e in epochs] == [1, 2]
-    assert all(0 <= e["val_accuracy"] <= 1 for e in epochs)
+    assert all(0 <= e["val_acc"] <= 1 for e in epochs)
     model, meta = engine.load_model(tmp_path / "ddp")
     assert not any(k.startswith("module.") for k in model.state_dict())
-    assert meta["metrics"]["steps"] == 2 * 6 // 2  # the episodes of an epoch split over 2 ranks
+    # each rank trains on its own 6 episodes an epoch; DDP averages their gradients
+    assert meta["metrics"]["steps"] == 2 * 6

@@ -1065,7 +1065,9 @@ def predict(
     as_csv: Annotated[
         bool,
         typer.Option(
-            "--csv", help="CSV on stdout: path,label,confidence,similarity,top1,score1,...,error."
+            "--csv",
+            help="CSV on stdout, a row per image: path, label, confidence, similarity, then "
+            "top1, score1 ... topK, scoreK, and error.",
         ),
     ] = False,
     batch_size: Annotated[

@@ -62,10 +62,11 @@ def fmt(row: dict) -> str:
     return f"| {row['name']} | {row['images_per_s']:.0f} | {acc('5w1s')} | {acc('20w1s')} |"
 
 
-def run_peer(python: str, script: str, minutes: float) -> dict:
+def run_peer(python: str, script: str, minutes: float, *args: str) -> dict:
     """One row from a peer's script in its own venv (``peers/SCRIPT``), for ``minutes``."""
     done = subprocess.run(
-        [python, str(Path(__file__).parent / "peers" / script), "--minutes", str(minutes)],
+        [python, str(Path(__file__).parent / "peers" / script), "--minutes", str(minutes),
+         *args],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -3,7 +3,7 @@
 lightly's SimCLR loop in its own venv, on the same encoder, data and time budget.
 
   python benchmarks/ssl_omniglot.py --methods simclr byol --minutes 15 \\
-      --peers-python /tmp/peers/bin/python
+      --set byol.batch_size=64 byol.ema_decay=0.95 --peers-python /tmp/peers/bin/python
 
 Prints a table and appends it to benchmarks/results/ssl_omniglot.md.
 """
@@ -38,15 +38,19 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="pretrain settings, e.g. temperature=0.2 batch_size=512",
+        help="pretrain settings of every method, e.g. batch_size=64, or of one method, "
+        "e.g. byol.ema_decay=0.95",
     )
     parser.add_argument("--peers-python", help="python of a venv with lightly and sketchshot")
+    parser.add_argument(
+        "--peer-batch-sizes", nargs="+", type=int, default=[256], help="one lightly row each"
+    )
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--keep", type=Path, help="keep each run folder as KEEP/<method>")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    overrides = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v
-                 for k, v in (item.split("=", 1) for item in args.set)}  # fmt: skip
+    settings = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v
+                for k, v in (item.split("=", 1) for item in args.set)}  # fmt: skip
     test = held_out()
     rows = []
     torch.manual_seed(0)
@@ -54,10 +58,13 @@ def main() -> None:
                  **one_shot_accuracy(create_method("simclr", create_encoder("conv4")).eval(),
                                      test, args.episodes)})  # fmt: skip
     for method in args.methods:
+        overrides = {k.split(".")[-1]: v for k, v in settings.items()
+                     if "." not in k or k.startswith(method + ".")}  # fmt: skip
         rows.append(run_ours(method, args.minutes, overrides, test, args.episodes, args.keep))
         print(fmt(rows[-1]), flush=True)
-    if args.peers_python:
-        rows.append(run_peer(args.peers_python, "lightly_simclr.py", args.minutes))
+    for batch_size in args.peer_batch_sizes if args.peers_python else []:
+        rows.append(run_peer(args.peers_python, "lightly_simclr.py", args.minutes,
+                             "--batch-size", str(batch_size)))  # fmt: skip
         print(fmt(rows[-1]), flush=True)
     title = f"{args.minutes:g} min per row"
     report(rows, title, RESULTS)

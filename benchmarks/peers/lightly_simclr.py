@@ -81,7 +81,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "name": "lightly SimCLR",
+                "name": f"lightly SimCLR batch_size={args.batch_size}",
                 "seconds": seconds,
                 "images_per_s": images / seconds,
                 "loss": loss.item(),

@@ -375,7 +375,10 @@ def pretrain(
     ema_decay: Annotated[
         float | None,
         typer.Option(
-            "--ema-decay", help="BYOL target EMA decay. [default: 0.996]", show_default=False
+            "--ema-decay",
+            help="BYOL target EMA decay, ramped to 1.0 over training. For runs of minutes on a "
+            "CPU, 0.95 with --batch-size 64 learns much faster. [default: 0.996]",
+            show_default=False,
         ),
     ] = None,
     unique_class_batches: Annotated[

@@ -39,7 +39,7 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="pretrain settings of every method, e.g. batch_size=64, or of one method, "
-        "e.g. byol.ema_decay=0.95",
+        "e.g. byol.ema_decay=0.95 or simclr.optim.schedule=constant",
     )
     parser.add_argument("--peers-python", help="python of a venv with lightly and sketchshot")
     parser.add_argument(
@@ -58,8 +58,7 @@ def main() -> None:
                  **one_shot_accuracy(create_method("simclr", create_encoder("conv4")).eval(),
                                      test, args.episodes)})  # fmt: skip
     for method in args.methods:
-        overrides = {k.split(".")[-1]: v for k, v in settings.items()
-                     if "." not in k or k.startswith(method + ".")}  # fmt: skip
+        overrides = method_overrides(settings, method, args.methods)
         rows.append(run_ours(method, args.minutes, overrides, test, args.episodes, args.keep))
         print(fmt(rows[-1]), flush=True)
     for batch_size in args.peer_batch_sizes if args.peers_python else []:
@@ -68,6 +67,34 @@ def main() -> None:
         print(fmt(rows[-1]), flush=True)
     title = f"{args.minutes:g} min per row"
     report(rows, title, RESULTS)
+
+
+def method_overrides(settings: dict, method: str, methods: list[str]) -> dict:
+    """Pretrain settings of one method from --set keys: ``key``, ``optim.key`` (every method)
+    or ``method.key``, ``method.optim.key`` (that one only), as a nested dict."""
+    overrides: dict = {}
+    for key, value in settings.items():
+        path = key.split(".")
+        if path[0] in methods:
+            if path[0] != method:
+                continue
+            path = path[1:]
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return overrides
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """{"optim": {"schedule": "constant"}} -> {"optim.schedule": "constant"}, for row labels."""
+    flat: dict = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def run_ours(
@@ -79,7 +106,7 @@ def run_ours(
     with tempfile.TemporaryDirectory() as tmp:
         run = engine.pretrain(cfg, (keep or Path(tmp)) / method, quiet=True)
         model, _ = engine.load_model(run.run_dir)
-    label = " ".join(f"{k}={v}" for k, v in overrides.items())
+    label = " ".join(f"{k}={v}" for k, v in _flat(overrides).items())
     return {"name": f"sketchshot {method} {label}".strip(), "seconds": run.fit.seconds,
             "images_per_s": run.fit.images_per_s,
             **one_shot_accuracy(model, test, episodes)}  # fmt: skip

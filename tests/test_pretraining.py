@@ -1,5 +1,6 @@
-"""Self-supervised pretraining: BYOL's parts, unique-class batches, exact resume after Ctrl-C,
-ImageNet initialisation through a local server, and DDP with two processes on the CPU."""
+"""Self-supervised pretraining: BYOL's parts, SimCLR's per-view batches, unique-class batches,
+exact resume after Ctrl-C, ImageNet initialisation through a local server, and DDP with two
+processes on the CPU."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from sketchshot.encoders import create_encoder
 from sketchshot.errors import CheckpointError, ConfigError, TrainingInterrupted
 from sketchshot.methods import create_method
 from sketchshot.methods.ssl.byol import byol_loss, cosine_momentum, ema_update
+from sketchshot.methods.ssl.simclr import nt_xent_loss
 from sketchshot.training import LoopSettings, fit
 
 TINY_TOML = """
@@ -69,6 +71,25 @@ def test_byol_target_follows_online_by_ema_only() -> None:
         before, byol.target_encoder.parameters(), byol.encoder.parameters(), strict=True
     ):
         torch.testing.assert_close(new, 0.5 * old + 0.5 * online)
+
+
+def test_simclr_normalises_each_view_by_its_own_batch() -> None:
+    """The encoder sees the two views as two batches of B (per-view BatchNorm statistics,
+    measured better on Omniglot than one batch of 2B), and the step equals that computation."""
+    torch.manual_seed(0)
+    simclr = create_method("simclr", create_encoder("conv4"), temperature=0.5)
+    sizes: list[int] = []
+    simclr.encoder.register_forward_hook(lambda _m, inputs, _o: sizes.append(len(inputs[0])))
+    images = torch.rand(6, 1, 28, 28)
+    torch.manual_seed(1)
+    loss = simclr.training_step(images)["loss"]
+    assert sizes == [6, 6]
+    torch.manual_seed(1)
+    v1, v2 = simclr.two_views(images)
+    z1, z2 = simclr.head(simclr.encoder(v1)), simclr.head(simclr.encoder(v2))
+    torch.testing.assert_close(loss, nt_xent_loss(z1, z2, 0.5))
+    joint = simclr.head(simclr.encoder(torch.cat([v1, v2]))).chunk(2)
+    assert not torch.allclose(loss, nt_xent_loss(*joint, 0.5))
 
 
 def test_unique_class_batches_have_distinct_classes_and_no_repeats() -> None:

@@ -376,8 +376,9 @@ def pretrain(
         float | None,
         typer.Option(
             "--ema-decay",
-            help="BYOL target EMA decay, ramped to 1.0 over training. For runs of minutes on a "
-            "CPU, 0.95 with --batch-size 64 learns much faster. [default: 0.996]",
+            help="BYOL target EMA decay at the start, ramped to 1.0 over training (unless "
+            "pretrain.ema_cosine is false in --config). For runs of minutes on a CPU, 0.95 "
+            "with --batch-size 64 learns much faster. [default: 0.996]",
             show_default=False,
         ),
     ] = None,

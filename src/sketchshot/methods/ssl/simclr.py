@@ -36,7 +36,7 @@ def nt_xent_loss(
 
 @METHODS.register("simclr")
 class SimCLR(SSLMethod):
-    """images [B, 1, S, S] -> two views -> encoder [2B, D] -> head [2B, P] -> NT-Xent."""
+    """images [B, 1, S, S] -> two views -> encoder [B, D] each -> head [B, P] each -> NT-Xent."""
 
     def __init__(
         self,
@@ -56,15 +56,16 @@ class SimCLR(SSLMethod):
         self.head = projection_head(encoder.embedding_dim, hidden_dim, projection_dim)
 
     def training_step(self, images: torch.Tensor) -> StepOutput:
-        v1, v2 = self.two_views(images)
-        z = self.head(self.encoder(torch.cat([v1, v2])))
-        z1, z2 = z.chunk(2)
+        # One view at a time, so that BatchNorm normalises each view by its own batch: on
+        # Omniglot this learns faster (3 min: 87.3/70.7 against 86.2/69.3 with the two views
+        # in one batch) and runs faster on the CPU.
+        z1, z2 = (self.head(self.encoder(view)) for view in self.two_views(images))
         loss = nt_xent_loss(z1, z2, self.temperature, self.gather_negatives)
         with torch.no_grad():  # how often a view's nearest neighbour is its partner
-            zn = F.normalize(z, dim=1)
+            zn = F.normalize(torch.cat([z1, z2]), dim=1)
             sim = zn @ zn.T
             sim.fill_diagonal_(-2.0)
             n = z1.shape[0]
-            partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+            partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z1.device)
             acc = (sim.argmax(1) == partner).float().mean()
         return {"loss": loss, "metrics": {"pair_acc": acc}}

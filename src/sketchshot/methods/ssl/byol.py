@@ -60,6 +60,7 @@ class BYOL(SSLMethod):
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
 
     def training_step(self, images: torch.Tensor) -> StepOutput:
+        # both views in one batch: per-view batches (as SimCLR uses) measured worse for BYOL
         views = torch.cat(self.two_views(images))
         p1, p2 = self.predictor(self.projector(self.encoder(views))).chunk(2)
         with torch.no_grad():

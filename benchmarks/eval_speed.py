@@ -61,7 +61,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     if args.model is not None:
         method, meta = load_model(args.model)
-        size, name = meta["preprocessing"]["image_size"], str(args.model)
+        size, name = meta.preprocessing.image_size, str(args.model)
     else:
         method, size = create_method("protonet", create_encoder("conv4")).eval(), 28
         name = "conv4 ProtoNet, random weights"

@@ -18,7 +18,15 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from omniglot import fmt, held_out, one_shot_accuracy, report, run_peer, train_config  # noqa: E402
+from omniglot import (  # noqa: E402
+    fmt,
+    held_out,
+    one_shot_accuracy,
+    report,
+    run_peer,
+    section,
+    train_config,
+)
 
 from sketchshot import engine  # noqa: E402
 from sketchshot.config import Config  # noqa: E402
@@ -37,12 +45,12 @@ def run_ours(
     keep: Path | None = None,
 ) -> list[dict]:
     """One row per evaluation (plain, and with ``tta`` test-time views when > 1)."""
-    finetune = {
-        "method": method, "init": init, "n_way": 60, "n_shot": 1, "n_query": 5,
+    finetune = section(method, {
+        "init": init, "n_way": 60, "n_shot": 1, "n_query": 5,
         "episodes_per_epoch": 100, "epochs": 1000, "max_minutes": minutes, "val_episodes": 0,
-        "augment_strength": 1.0, "rotation_classes": True,
+        "strength": 1.0, "rotation_classes": True,
         "optim": {"schedule": "cosine", "lr": 1e-3}, **overrides,
-    }  # fmt: skip
+    })  # fmt: skip
     cfg = Config.model_validate({"data": train_config().model_dump(), "finetune": finetune})
     with tempfile.TemporaryDirectory() as tmp:
         folder = f"{method}-{'scratch' if init == 'scratch' else 'ssl'}"

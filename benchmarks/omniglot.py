@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from sketchshot.config import DataConfig
+from sketchshot.config import METHOD_SETTINGS, DataConfig, ViewConfig
 from sketchshot.data import SketchDataset, load_dataset
 from sketchshot.evaluation import embed, score_episodes
 from sketchshot.methods import Method
@@ -31,6 +31,20 @@ SEEN_ALPHABETS = ("Greek", "Latin")  # in both archives: not held out
 def train_config() -> DataConfig:
     """Every character of small1, all in the train split (labels unused by SSL)."""
     return DataConfig(source=str(TRAIN_ZIP), split_fractions=(1.0, 0.0, 0.0))
+
+
+def section(method: str, settings: dict) -> dict:
+    """A [pretrain] or [finetune] section in the config's shape from flat benchmark settings:
+    the method's own keys go under its name, view keys under ``views``."""
+    out: dict = {"method": method}
+    for key, value in settings.items():
+        if key in METHOD_SETTINGS[method].model_fields:
+            out.setdefault(method, {})[key] = value
+        elif key in ViewConfig.model_fields:
+            out.setdefault("views", {})[key] = value
+        else:
+            out[key] = value
+    return out
 
 
 def held_out(image_size: int = 28) -> SketchDataset:

@@ -19,7 +19,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from omniglot import fmt, held_out, one_shot_accuracy, report, run_peer, train_config  # noqa: E402
+from omniglot import (  # noqa: E402
+    fmt,
+    held_out,
+    one_shot_accuracy,
+    report,
+    run_peer,
+    section,
+    train_config,
+)
 
 from sketchshot import engine  # noqa: E402
 from sketchshot.config import Config  # noqa: E402
@@ -100,8 +108,8 @@ def _flat(settings: dict, prefix: str = "") -> dict:
 def run_ours(
     method: str, minutes: float, overrides: dict, test, episodes: int, keep: Path | None = None
 ) -> dict:
-    pretrain = {"method": method, "epochs": 1000, "max_minutes": minutes, "val_episodes": 0,
-                **overrides}  # fmt: skip
+    pretrain = section(method, {"epochs": 1000, "max_minutes": minutes, "val_episodes": 0,
+                                **overrides})  # fmt: skip
     cfg = Config.model_validate({"data": train_config().model_dump(), "pretrain": pretrain})
     with tempfile.TemporaryDirectory() as tmp:
         run = engine.pretrain(cfg, (keep or Path(tmp)) / method, quiet=True)

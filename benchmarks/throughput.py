@@ -19,9 +19,11 @@ import torch
 
 from sketchshot import engine
 from sketchshot.config import resolve_config
+from sketchshot.data import load_dataset
 from sketchshot.encoders import create_encoder
-from sketchshot.evaluation import evaluate_dataset
+from sketchshot.evaluation import embed
 from sketchshot.methods import create_method
+from sketchshot.protocols.episodes import episodes_protocol
 
 
 def bare_conv4(seconds: float, batch: int = 300, channels_last: bool = False) -> float:
@@ -78,14 +80,15 @@ def main() -> None:
         f"({proto / bare:.2f} x bare)"
     )
     cfg = resolve_config()
-    test = engine.load_split(cfg.data, 28, "all")
+    test = load_dataset(cfg.data, 28, "all")
     method = create_method("protonet", create_encoder("conv4")).eval()
     start = time.perf_counter()
-    scores = evaluate_dataset(method, test, torch.device("cpu"), 5, 1, 15, 10_000, seed=0)
+    embeddings = embed(method, test.images, torch.device("cpu"))
+    figure = episodes_protocol(method, embeddings, test, 5, 1, 15, 10_000, seed=0).figures[0]
     took = time.perf_counter() - start
     print(
         f"evaluate 10,000 5-way 1-shot episodes over {len(test)} images: {took:.1f} s "
-        f"({10_000 / took:.0f} episodes/s, embedding pass included; acc {scores.mean:.3f})"
+        f"({10_000 / took:.0f} episodes/s, embedding pass included; acc {figure.accuracy:.3f})"
     )
 
 

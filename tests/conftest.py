@@ -38,8 +38,8 @@ def saved_model(tmp_path: Path) -> Path:
     from sketchshot.methods import create_method
 
     torch.manual_seed(0)
-    spec = model_spec("protonet", "conv4", 28, augment_strength=0.0)
-    method = create_method("protonet", create_encoder("conv4", image_size=28), augment_strength=0.0)
+    spec = model_spec("protonet", "conv4", 28)
+    method = create_method("protonet", create_encoder("conv4", image_size=28))
     run = tmp_path / "model-run"
     save_model(
         run / "model",

@@ -37,10 +37,12 @@ def plain(text: str) -> str:
 
 
 def model_spec(method: str, encoder: str, image_size: int, **method_args: object) -> dict:
-    """A sidecar ``model`` block, as the engine writes it."""
-    from sketchshot.runs import model_spec as engine_spec
+    """A card's ``model`` block, as the engine writes it."""
+    from sketchshot.config import METHOD_SETTINGS
+    from sketchshot.engine import model_spec as engine_spec
 
-    return engine_spec(method, encoder, image_size, **method_args)
+    settings = METHOD_SETTINGS[method](**method_args)
+    return engine_spec(settings, encoder, image_size, "random").model_dump()
 
 
 def sketch_array(class_index: int, variant: int, size: int = 40, white: bool = True) -> np.ndarray:

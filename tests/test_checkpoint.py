@@ -23,6 +23,7 @@ from sketchshot.checkpoint import write_json as atomic_write_json
 from sketchshot.encoders import create_encoder
 from sketchshot.errors import CheckpointError
 from sketchshot.methods import create_method
+from sketchshot.methods.ssl.base import TwoViews
 
 SIMCLR_ARGS = {"hidden_dim": 16, "projection_dim": 8, "temperature": 0.5}
 
@@ -35,7 +36,11 @@ def simclr(size: int = 28):
 def saved(tmp_path: Path):
     torch.manual_seed(0)
     method = simclr().eval()
-    sidecar = {"model": model_spec("simclr", "conv4", 28, **SIMCLR_ARGS), "class_names": ["a"]}
+    sidecar = {
+        "model": model_spec("simclr", "conv4", 28, **SIMCLR_ARGS),
+        "preprocessing": {"image_size": 28},
+        "class_names": ["a"],
+    }
     weights = save_model(tmp_path / "run" / "model", method, sidecar)
     return method, weights, tmp_path / "run" / "model.json"
 
@@ -59,7 +64,7 @@ def test_round_trip_from_folder_weights_or_sidecar(saved):
     x = torch.rand(3, 1, 28, 28)
     for path in (sidecar.parent, weights, sidecar):
         loaded, loaded_meta = load_model(path)
-        assert loaded_meta["sha256"] == meta["sha256"]
+        assert loaded_meta.sha256 == meta["sha256"]
         with torch.no_grad():
             assert torch.equal(loaded.encoder(x), method.encoder(x))
         for key, value in method.state_dict().items():
@@ -134,7 +139,9 @@ def test_weights_of_another_method_are_refused_even_with_their_hash(tmp_path, sa
     _, _, sidecar = saved
     other = create_method("protonet", create_encoder("conv4"))
     other_weights = save_model(
-        tmp_path / "other" / "model", other, {"model": model_spec("protonet", "conv4", 28)}
+        tmp_path / "other" / "model",
+        other,
+        {"model": model_spec("protonet", "conv4", 28), "preprocessing": {"image_size": 28}},
     )
     # swap in the other model's weights and their (valid) hash: the hash passes, the keys fail
     sidecar.with_suffix(".safetensors").write_bytes(other_weights.read_bytes())
@@ -162,7 +169,8 @@ def test_unknown_names_and_missing_pieces(saved, tmp_path):
 def train_steps(method, optimizer, steps: int, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        loss = method.training_step(torch.rand(8, 1, 28, 28, generator=g))["loss"]
+        views = TwoViews(*torch.rand(2, 8, 1, 28, 28, generator=g))
+        loss = method.training_step(views)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -227,7 +235,7 @@ def test_a_sidecar_without_sha256_is_refused(saved_model):
     meta = json.loads(sidecar.read_text())
     del meta["sha256"]
     sidecar.write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="no sha256"):
+    with pytest.raises(CheckpointError, match="sha256: Field required"):
         load_model(saved_model)
     sidecar.write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="JSON object"):

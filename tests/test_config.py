@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from sketchshot.config import Config, nest, resolve_config, to_toml
-from sketchshot.errors import ConfigError
+from sketchshot.config import (
+    BYOLSettings,
+    Config,
+    MatchingSettings,
+    ViewConfig,
+    nest,
+    resolve_config,
+    to_toml,
+)
+from sketchshot.errors import ConfigError, UsageError
 
 
 def write(tmp_path: Path, text: str, name: str = "run.toml") -> Path:
@@ -22,7 +30,7 @@ def test_defaults():
     cfg = resolve_config()
     assert cfg == Config()
     assert cfg.data.source == "builtin"
-    assert (cfg.pretrain.method, cfg.finetune.method) == ("simclr", "protonet")
+    assert (cfg.pretrain.method.name, cfg.finetune.method.name) == ("simclr", "protonet")
     assert cfg.finetune.optim.schedule == "step"  # the section's own default, not OptimConfig's
     assert cfg.pretrain.optim.schedule == "cosine"
 
@@ -170,7 +178,7 @@ def test_to_toml_round_trips(tmp_path):
         overrides={
             "seed": -3,
             "device": "cpu",
-            "data.source": 'C:\\sketches\\"quoted" folder',
+            "data.source": 'C:\\sketches\\"quoted" folder\nwith a newline\tand a tab é ✓',
             "data.image_size": 32,
             "data.classes": ("Greek", "Latin/*"),
             "data.split_fractions": (0.5, 0.25, 0.25),
@@ -189,3 +197,73 @@ def test_to_toml_round_trips(tmp_path):
     # and the defaults survive the trip too, including None values that TOML cannot hold
     default_path = write(tmp_path, to_toml(Config()), "default.toml")
     assert resolve_config(default_path) == Config()
+
+
+def test_method_settings_come_from_their_own_section(tmp_path):
+    path = write(tmp_path, '[pretrain]\nmethod = "byol"\n[pretrain.byol]\nema_decay = 0.95\n')
+    cfg = resolve_config(path)
+    assert cfg.pretrain.method == BYOLSettings(ema_decay=0.95)
+    # each method's defaults live in its settings: BYOL's widths are BYOL's, not SimCLR's
+    assert cfg.pretrain.method.hidden_dim == BYOLSettings().hidden_dim
+    # the command line reaches the chosen method's settings through "<method>"
+    cfg = resolve_config(
+        overrides={"finetune.method": "matching", "finetune.<method>.hidden_dim": 64}
+    )
+    assert cfg.finetune.method == MatchingSettings(hidden_dim=64)
+    # and the saved shape reads back: [finetune] method = "matching" + [finetune.matching]
+    text = to_toml(cfg)
+    assert '[finetune.matching]\nattention = "cosine"\nhidden_dim = 64' in text
+    assert resolve_config(write(tmp_path, text, "back.toml")) == cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"pretrain.method": "byol", "pretrain.<method>.temperature": 0.1},
+            "--temperature does not apply to pretrain method 'byol' (only to simclr)",
+        ),
+        (
+            {"finetune.method": "protonet", "finetune.<method>.attention": "mlp"},
+            "--attention does not apply to finetune method 'protonet' (only to matching)",
+        ),
+        (
+            {"finetune.<method>.hidden_dim": 8},  # protonet by default
+            "--hidden-dim does not apply to finetune method 'protonet' (only to matching, "
+            "relation, siamese)",
+        ),
+    ],
+)
+def test_a_setting_of_another_method_is_a_usage_error(overrides, message):
+    names = {k: "--" + k.rsplit(".", 1)[1].replace("_", "-") for k in overrides}
+    with pytest.raises(UsageError) as info:
+        resolve_config(overrides=overrides, names=names)
+    assert str(info.value) == message
+    assert info.value.exit_code == 2
+
+
+def test_a_section_of_another_method_in_a_file_is_refused(tmp_path):
+    path = write(tmp_path, '[pretrain]\nmethod = "byol"\n[pretrain.simclr]\ntemperature = 0.1\n')
+    mismatch = r"\[pretrain.simclr\] does not apply to pretrain method 'byol'"
+    with pytest.raises(UsageError, match=mismatch):
+        resolve_config(path)
+    # a 0.1-style flat key says where it belongs now
+    path = write(tmp_path, "[pretrain]\ntemperature = 0.1\n", "flat.toml")
+    with pytest.raises(ConfigError, match=r"it is a setting of simclr, under \[pretrain.simclr\]"):
+        resolve_config(path)
+    with pytest.raises(ConfigError, match=r"choose one of: simclr, byol"):
+        resolve_config(overrides={"pretrain.method": "moco"})
+
+
+def test_views_are_data_side_settings():
+    cfg = Config()
+    assert cfg.pretrain.views == ViewConfig(strength=1.0, crop=0.6)
+    assert cfg.finetune.views == ViewConfig(strength=0.5, crop=1.0)
+    assert "strength" not in cfg.pretrain.method.arguments()
+    cfg = resolve_config(overrides={"pretrain.views.thickness_p": 0.5})
+    assert cfg.pretrain.views.thickness_p == 0.5
+
+
+def test_a_config_path_that_is_a_folder_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder; pass a .toml file"):
+        resolve_config(tmp_path)

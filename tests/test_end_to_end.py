@@ -17,9 +17,13 @@ from helpers import write_png
 from sketchshot import engine
 from sketchshot.cli import app
 from sketchshot.config import resolve_config
+from sketchshot.data import load_dataset
 
 # 80 glyph classes x 10 drawers: 56 train, 8 val, 16 test classes.
 CONFIG = """
+[data]
+split_fractions = [0.7, 0.1, 0.2]
+
 [data.builtin]
 n_classes = 80
 n_drawers = 10
@@ -101,7 +105,7 @@ def test_run_folders_describe_themselves(work):
 
 def test_predict_from_a_support_folder_of_test_images(work):
     cfg = resolve_config(work / "ft" / "config.toml")
-    test = engine.load_split(cfg.data, 28, "test")
+    test = load_dataset(cfg.data, 28, "test")
     support, queries, truths = work / "support", [], []
     for c, name in enumerate(test.class_names[:5]):
         drawings = (test.labels == c).nonzero().flatten()
@@ -147,7 +151,8 @@ def test_resume_of_a_finetune_keeps_the_image_size_of_its_init(tmp_path):
     tiny = tmp_path / "tiny.toml"
     tiny.write_text(
         "[data.builtin]\nn_classes = 20\nn_drawers = 6\n"
-        "[pretrain]\nbatch_size = 32\nhidden_dim = 32\nprojection_dim = 16\nval_episodes = 10\n"
+        "[pretrain]\nbatch_size = 32\nval_episodes = 10\n"
+        "[pretrain.simclr]\nhidden_dim = 32\nprojection_dim = 16\n"
         "[finetune]\nval_episodes = 10\n",
         encoding="utf-8",
     )
@@ -170,8 +175,8 @@ TINY = {
     "data.builtin.n_classes": 20,
     "data.builtin.n_drawers": 6,
     "pretrain.batch_size": 32,
-    "pretrain.hidden_dim": 32,
-    "pretrain.projection_dim": 16,
+    "pretrain.<method>.hidden_dim": 32,
+    "pretrain.<method>.projection_dim": 16,
     "pretrain.val_episodes": 20,
     "pretrain.optim.schedule": "constant",  # the same lr whether 1 or 2 epochs are planned
     "device": "cpu",
@@ -209,7 +214,7 @@ def test_enroll_with_calibration_then_predict_known_and_unknown_classes(work):
     """A calibrated bank of 10 test classes (5 drawings each) labels their other drawings, and
     labels drawings of the 6 test classes it never saw 'unknown' far more often."""
     cfg = resolve_config(work / "ft" / "config.toml")
-    test = engine.load_split(cfg.data, 28, "test")
+    test = load_dataset(cfg.data, 28, "test")
     support, queries, truths = work / "bank-support", work / "bank-queries", {}
     for c, name in enumerate(test.class_names):
         drawings = (test.labels == c).nonzero().flatten().tolist()

@@ -28,15 +28,20 @@ from sketchshot.methods import METHODS, create_method
 from sketchshot.methods.fewshot.protonet import ProtoNet
 from sketchshot.pictures import (
     CELL_H,
-    CELL_W,
+    FULL_SHADE,
     HEADING,
     LABEL_W,
+    MIN_WIDTH,
     PAD,
+    SCALE_W,
+    TITLE_LINE,
     WRONG,
     confusion_cell,
     confusion_picture,
     episode_grid,
     fit_text,
+    grid_cell_width,
+    short_names,
 )
 from sketchshot.protocols.knn import knn_predict, knn_protocol
 from sketchshot.protocols.linear_probe import linear_probe_protocol
@@ -79,6 +84,10 @@ def test_replayed_episodes_give_identical_figures(saved_model, data, tmp_path):
     args = evaluate_args(saved_model, data, "--ways", 3, "--queries", 3, "--episodes", 40)
     saved = ok_json(*args, "--seed", 3, "--episodes-out", episodes)
     assert (saved["n_way"], saved["n_query"], saved["episodes"]) == (3, 3, 40)
+    assert saved["chance"] == 1 / 3
+    headline = saved["figures"][0]
+    assert headline["name"] == "3-way 1-shot, 3 queries (chance 33.3%)"
+    assert (headline["n_way"], headline["chance"], headline["repeats"]) == (3, 1 / 3, 40)
     sidecar = json.loads((saved_model / "model.json").read_text(encoding="utf-8"))
     assert saved["model_sha256"] == sidecar["sha256"]
     assert saved["versions"]["torch"] == torch.__version__
@@ -235,14 +244,30 @@ def test_knn_on_separable_features_is_perfect_and_on_noise_near_chance():
     names = tuple(f"c{i}" for i in range(5))
     report = knn_protocol(embeddings, labels, names, draws=4, labelled_fraction=0.5, seed=0)
     assert [f.name for f in report.figures] == [
-        "kNN 50% labelled, k=5", "kNN 1-shot, k=1", "kNN 5-shot, k=3",
+        "5-way kNN 50% labelled, k=5 (chance 20.0%)", "5-way kNN 1-shot, k=1 (chance 20.0%)",
+        "5-way kNN 5-shot, k=3 (chance 20.0%)",
     ]  # fmt: skip
+    assert [(f.n_way, f.chance) for f in report.figures] == [(5, 0.2)] * 3
     assert [f.accuracy for f in report.figures] == [1.0, 1.0, 1.0]
     assert [f.repeats for f in report.figures] == [4, 4, 4]
     assert report.confusion.sum() == 4 * 25 and np.trace(report.confusion) == 100
     noise = torch.randn(50, 16, generator=torch.Generator().manual_seed(2))
     chance = knn_protocol(noise, labels, names, draws=10, labelled_fraction=0.5, seed=0)
     assert all(f.accuracy < 0.45 for f in chance.figures)  # chance is 0.2
+
+
+def test_knn_read_out_of_106_classes_says_106_way_and_its_chance():
+    """Every query is told among every evaluated class: 106 classes make a 106-way read-out,
+    where a uniform guess is right 0.9% of the time."""
+    labels = torch.arange(106).repeat_interleave(6)
+    embeddings = torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(3))
+    names = tuple(f"alphabet{c // 20}/character{c % 20:02d}" for c in range(106))
+    report = knn_protocol(embeddings, labels, names, draws=2, labelled_fraction=0.5, seed=0)
+    one_shot = report.figures[1]
+    assert one_shot.name == "106-way kNN 1-shot, k=1 (chance 0.9%)"
+    assert (one_shot.n_way, one_shot.chance) == (106, 1 / 106)
+    assert all("106-way" in f.name and "(chance 0.9%)" in f.name for f in report.figures)
+    assert one_shot.accuracy < 0.05  # random features: near the 0.9% chance
 
 
 def test_knn_names_classes_too_small_for_five_shots():
@@ -257,6 +282,8 @@ def test_linear_probe_learns_separable_features_and_not_shuffled_labels():
     report = linear_probe_protocol(embeddings, labels, names, 3, 0.5, 1e-3, seed=0)
     assert report.figures[0].accuracy > 0.9
     assert report.figures[0].repeats == 3 and report.confusion.sum() == 3 * 40
+    assert report.figures[0].name == "4-way linear probe, 50% labelled (chance 25.0%)"
+    assert (report.figures[0].n_way, report.figures[0].chance) == (4, 0.25)
     shuffled = labels[torch.randperm(80, generator=torch.Generator().manual_seed(0))]
     chance = linear_probe_protocol(embeddings, shuffled, names, 3, 0.5, 1e-3, seed=0)
     assert chance.figures[0].accuracy < 0.5  # chance is 0.25
@@ -264,13 +291,20 @@ def test_linear_probe_learns_separable_features_and_not_shuffled_labels():
 
 def test_knn_and_linear_through_the_command_line(saved_model, data, tmp_path):
     knn = ok_json(*evaluate_args(saved_model, data, "--protocol", "knn", "--draws", 3))
-    assert knn["protocol"] == "knn" and knn["n_way"] is None
+    assert knn["protocol"] == "knn" and knn["n_way"] == 6 and knn["chance"] == 1 / 6
+    assert knn["n_shot"] is None and knn["episodes"] is None
     assert [f["repeats"] for f in knn["figures"]] == [3, 3, 3]
+    assert [(f["n_way"], f["chance"]) for f in knn["figures"]] == [(6, 1 / 6)] * 3
+    assert knn["figures"][1]["name"] == "6-way kNN 1-shot, k=1 (chance 16.7%)"
     assert knn["accuracy"] == knn["figures"][0]["accuracy"]
     assert sum(c["total"] for c in knn["per_class"].values()) == 3 * 6 * 4  # half of 8 each
     linear = ok_json(*evaluate_args(saved_model, data, "--protocol", "linear",
                                     "--labelled-fraction", 0.25, "--draws", 2))  # fmt: skip
-    assert linear["figures"][0]["name"] == "linear probe, 25% labelled"
+    assert linear["figures"][0]["name"] == "6-way linear probe, 25% labelled (chance 16.7%)"
+    assert (linear["n_way"], linear["figures"][0]["n_way"]) == (6, 6)
+    table = invoke(*evaluate_args(saved_model, data, "--protocol", "knn", "--draws", 3,
+                                  "--device", "cpu"))  # fmt: skip
+    assert "6-way kNN 1-shot, k=1 (chance 16.7%)" in plain(table.stdout)
     assert sum(c["total"] for c in linear["per_class"].values()) == 2 * 6 * 6
     # a random conv4 separates these six polylines well; chance is 1/6
     assert knn["accuracy"] > 0.8 and linear["accuracy"] > 0.8
@@ -304,6 +338,7 @@ def test_one_shot_runs_error_rates(saved_model, tmp_path):
         {"run": "run02", "error_rate": 1.0, "classes": 4, "queries": 4},
     ]
     assert r["details"]["mean_error_rate"] == 0.5 and r["accuracy"] == 0.5
+    assert r["n_way"] == 4 and r["figures"][0]["name"] == "4-way one-shot runs (chance 25.0%)"
     archive = tmp_path / "all_runs.zip"
     with zipfile.ZipFile(archive, "w") as z:
         for path in sorted(runs.rglob("*")):
@@ -362,22 +397,68 @@ def test_tta_through_the_command_line(saved_model, data):
 # ---------------------------------------------------------------- pictures
 
 
-def test_episode_grid_size_and_red_frames_only_on_mistakes():
+def test_episode_grid_size_title_and_red_frames_only_on_mistakes():
     support = np.zeros((3, 1, 28, 28), dtype=np.uint8)
     query = np.zeros((6, 1, 28, 28), dtype=np.uint8)
-    names = ["apple", "bus", "a-very-long-class-name-that-will-not-fit"]
+    names = ["apple", "bus", "cat"]
     right = episode_grid(support, query, names, np.array([0, 0, 1, 1, 2, 2]), 1, 2)
-    assert right.size == (3 * CELL_W, 2 * HEADING + 3 * CELL_H) == (216, 294)
+    assert grid_cell_width(names) == 72  # a drawing and its margins
+    assert right.size == (MIN_WIDTH, 2 * HEADING + 3 * CELL_H) == (320, 294)
     wrong = episode_grid(support, query, names, np.array([0, 2, 1, 1, 2, 2]), 1, 2)
     assert not (np.asarray(right) == WRONG).all(axis=-1).any()
     assert (np.asarray(wrong) == WRONG).all(axis=-1).any()
+    titled = episode_grid(support, query, names, np.array([0, 2, 1, 1, 2, 2]), 1, 2,
+                          ("3-way 1-shot, 2 queries (chance 33.3%)", "5/6 right"))  # fmt: skip
+    title_h = PAD + 2 * TITLE_LINE + PAD
+    assert titled.size == (320, title_h + 294)
+    band = np.asarray(titled)[:title_h]
+    assert (band < 128).all(axis=-1).sum() > 100  # the title is written in dark ink
+    assert (np.asarray(titled)[title_h:] == np.asarray(wrong)).all()  # the same grid below it
 
 
-def test_confusion_picture_size():
+def test_long_class_names_widen_the_grid_columns():
+    support = np.zeros((5, 1, 28, 28), dtype=np.uint8)
+    names = ["Japanese_(katakana)/character05", "Sanskrit/character05", "Greek/character07",
+             "Greek/character08", "a-class-name-too-long-for-any-column-of-a-grid"]  # fmt: skip
+    shown = short_names(names)
+    assert shown[:4] == ["Japanese_(katakana)/character05", "Sanskrit/character05",
+                         "Greek/character07", "Greek/character08"]  # fmt: skip
+    assert grid_cell_width(shown) == 200 + 2 * PAD  # the widest, capped
+    grid = episode_grid(support, support, names, np.arange(5), 1, 1)
+    assert grid.size == (5 * 208, 2 * HEADING + 2 * CELL_H)
+
+
+def test_short_names_keep_the_parts_that_tell_classes_apart():
+    katakana, sanskrit = "Japanese_(katakana)/character05", "Sanskrit/character05"
+    assert short_names([katakana, sanskrit]) == [katakana, sanskrit]
+    assert short_names(["Greek/character01", sanskrit]) == ["character01", "character05"]
+    assert short_names(["r/a/b/c", "r/x/b/c", "r/q/d", "e"]) == ["a/b/c", "x/b/c", "r/q/d", "e"]
+    assert short_names(["c", "a/c"]) == ["c", "a/c"]  # "c" cannot be shorter, "a/c" needs "a"
+    assert short_names(["Greek/character01"]) == ["character01"]
+    assert short_names([]) == []
+
+
+def test_confusion_picture_size_title_and_colour_bar():
     picture = confusion_picture(np.eye(5, dtype=np.int64) * 3, tuple("abcde"))
     assert confusion_cell(5) == 28
-    assert picture.size == (LABEL_W + 5 * 28 + PAD,) * 2 == (304, 304)
+    assert picture.size == (LABEL_W + 5 * 28 + SCALE_W + PAD, LABEL_W + 5 * 28 + PAD)
+    assert picture.size == (370, 304)
     assert confusion_cell(1000) == 4
+    # the colour bar beside the matrix: dark blue at 100% (top), white at 0% (bottom)
+    bar = np.asarray(picture)[LABEL_W + 1 : LABEL_W + 139, LABEL_W + 5 * 28 + 12 + 7]
+    assert np.abs(bar[0].astype(int) - FULL_SHADE).max() <= 2 and (bar[-1] >= 253).all()
+    assert (np.diff(bar.astype(int), axis=0) >= 0).all()  # lighter all the way down
+    assert tuple(np.asarray(picture)[LABEL_W + 14, LABEL_W + 14]) == FULL_SHADE  # diagonal: 100%
+    titled = confusion_picture(np.eye(5, dtype=np.int64), tuple("abcde"), ("5-way", "100%"))
+    assert titled.size == (370, PAD + 2 * TITLE_LINE + PAD + 304)
+
+
+def test_confusion_picture_names_classes_by_what_tells_them_apart():
+    names = ("Japanese_(katakana)/character05", "Sanskrit/character05", "Greek/character07")
+    picture = confusion_picture(np.eye(3, dtype=np.int64), names)
+    # the row labels need 184 px, more than LABEL_W: the label band widens to fit them; the
+    # colour bar is at least 100 px high, more than the 3 rows
+    assert picture.size == (184 + 2 * PAD + 3 * 28 + SCALE_W + PAD, 184 + 2 * PAD + 100 + PAD)
 
 
 def test_pictures_through_the_command_line(saved_model, data, tmp_path):
@@ -385,9 +466,14 @@ def test_pictures_through_the_command_line(saved_model, data, tmp_path):
     args = evaluate_args(saved_model, data, "--ways", 4, "--shots", 2, "--queries", 3)
     ok_json(*args, "--episodes", 10, "--save-grid", grid, "--save-confusion", confusion)
     with Image.open(grid) as im:
-        assert im.format == "PNG" and im.size == (4 * CELL_W, 2 * HEADING + 5 * CELL_H)
+        # classes alpha/c0..c5 show as c0..c5: the columns stay as narrow as a drawing; the
+        # title is the figure's name, then this episode's and all episodes' accuracy (2 lines)
+        title_h = PAD + 3 * TITLE_LINE + PAD
+        assert im.format == "PNG" and im.size == (MIN_WIDTH, title_h + 2 * HEADING + 5 * CELL_H)
     with Image.open(confusion) as im:
-        assert im.size == (LABEL_W + 6 * 28 + PAD,) * 2
+        width = LABEL_W + 6 * 28 + SCALE_W + PAD
+        title_h = PAD + 3 * TITLE_LINE + PAD  # the figure's name, then its accuracy (2 lines)
+        assert im.size == (width, title_h + LABEL_W + 6 * 28 + PAD) == (398, 388)
     assert sorted(p.name for p in grid.parent.iterdir()) == ["confusion.png", "grid.png"]
 
 
@@ -428,8 +514,8 @@ def test_evaluate_options_reach_the_engine(monkeypatch, tmp_path):
         (("--protocol", "knn", "--runs", "r"), "--runs is read by --protocol runs"),
         (("--runs", "r", "--save-confusion", "c.png"), "--save-confusion needs shared classes"),
         (("--save-grid", "grid.jpg"), "name it FILE.png"),
-        (("--tta", 0), "evaluate.tta"),
-        (("--labelled-fraction", 1), "evaluate.labelled_fraction"),
+        (("--tta", 0), "--tta: Input should be greater than or equal to 1"),
+        (("--labelled-fraction", 1), "--labelled-fraction: Input should be less than 1"),
     ],
 )
 def test_option_combinations_that_cannot_work_exit_2(saved_model, tmp_path, args, message):
@@ -443,7 +529,10 @@ def test_episodes_on_builtin_data_unchanged_by_the_refactor(saved_model):
     (the accuracy is pinned to what the earlier code gave for this model and seed)."""
     cfg = Config(
         device="cpu",
-        data=DataConfig(builtin=BuiltinDataConfig(n_classes=20, n_drawers=6)),
+        # the 0.1 default split, which held out a test split of 4 of the 20 classes
+        data=DataConfig(
+            builtin=BuiltinDataConfig(n_classes=20, n_drawers=6), split_fractions=(0.7, 0.1, 0.2)
+        ),
         evaluate=EvaluateConfig(n_way=4, n_query=3, episodes=50),
     )
     r = engine.evaluate(cfg, saved_model)
@@ -504,15 +593,17 @@ def test_small_episodes_are_batched_unless_score_cannot_be_vmapped(cls, calls):
     assert (predicted == loop_predictions(method, embeddings, episodes)).all()
 
 
-def test_long_class_paths_keep_their_last_part_in_pictures():
+def test_long_class_paths_keep_their_last_part_and_their_start_in_pictures():
     from PIL import ImageDraw, ImageFont
 
     draw, font = ImageDraw.Draw(Image.new("RGB", (10, 10))), ImageFont.load_default(size=11)
     name = "Japanese_(katakana)/character15"
     assert fit_text(draw, name, 1000, font) == name
-    width = draw.textlength("character15", font=font)
-    assert fit_text(draw, name, width, font) == "character15"
-    short = fit_text(draw, name, width - 5, font)
-    assert short.startswith("...") and short.endswith("15")
-    assert draw.textlength(short, font=font) <= width - 5
+    width = draw.textlength("Japanese_/character15", font=font)
+    short = fit_text(draw, name, width, font)
+    assert short.startswith("Japan") and short.endswith(".../character15")
+    assert draw.textlength(short, font=font) <= width
+    # too narrow for any of the alphabet: the end of the path, cut
+    tiny = fit_text(draw, name, 40, font)
+    assert tiny.startswith("...") and tiny.endswith("15") and draw.textlength(tiny, font=font) <= 40
     assert fit_text(draw, name, width - 5, font, keep_end=False).startswith("Japan")

@@ -14,15 +14,18 @@ import torch.nn.functional as F
 from helpers import torchrun
 from sketchshot import engine
 from sketchshot.config import resolve_config
+from sketchshot.data import load_dataset
 from sketchshot.data.dataset import with_rotations
 from sketchshot.data.glyphs import make_glyphs
 from sketchshot.encoders import create_encoder
 from sketchshot.errors import ConfigError
-from sketchshot.evaluation import evaluate_dataset
+from sketchshot.evaluation import embed
 from sketchshot.methods import create_method
+from sketchshot.protocols.episodes import episodes_protocol
 
 TINY = {
     "data.builtin.n_classes": 40,
+    "data.split_fractions": (0.7, 0.1, 0.2),
     "data.builtin.n_drawers": 10,
     "finetune.n_way": 10,
     "finetune.episodes_per_epoch": 20,
@@ -98,7 +101,7 @@ def test_frozen_encoder_trains_only_the_head(tmp_path: Path) -> None:
     for key, value in before.items():
         if "num_batches_tracked" not in key:
             torch.testing.assert_close(model.encoder.state_dict()[key], value, msg=key)
-    assert meta["config"]["finetune"]["freeze_encoder"] is True
+    assert meta.config["finetune"]["freeze_encoder"] is True
     with pytest.raises(ConfigError, match="nothing to train"):
         engine.finetune(resolve_config(overrides={**TINY, "finetune.freeze_encoder": True}),
                         tmp_path / "proto", quiet=True)  # fmt: skip
@@ -114,7 +117,8 @@ def test_head_learning_rate_is_its_own_parameter_group() -> None:
 
 def test_patience_stops_training_early(tmp_path: Path) -> None:
     cfg = resolve_config(overrides={**TINY, "finetune.epochs": 30, "finetune.patience": 1,
-                                    "finetune.optim.lr": 1e-6})  # fmt: skip
+                                    "finetune.optim.lr": 1e-6, "finetune.episodes_per_epoch": 5,
+                                    "finetune.val_episodes": 20})  # fmt: skip
     run = engine.finetune(cfg, tmp_path / "patient", quiet=True)
     assert run.fit.stopped == "early_stop"
     assert run.fit.epochs < 30
@@ -127,8 +131,9 @@ def test_each_method_learns_on_the_builtin_glyphs(method: str, tmp_path: Path) -
                                     "evaluate.n_query": 5, "evaluate.episodes": 300})  # fmt: skip
     torch.manual_seed(cfg.seed)
     untrained = create_method(method, create_encoder("conv4")).eval()
-    test = engine.load_split(cfg.data, 28, "test")
-    before = evaluate_dataset(untrained, test, torch.device("cpu"), 5, 1, 5, 300, 0).mean
+    test = load_dataset(cfg.data, 28, "test")
+    embeddings = embed(untrained, test.images, torch.device("cpu"))
+    before = episodes_protocol(untrained, embeddings, test, 5, 1, 5, 300, 0).figures[0].accuracy
     run = engine.finetune(cfg, tmp_path / method, quiet=True)
     after = engine.evaluate(cfg, run.run_dir).accuracy
     # measured: matching 0.60 -> 0.84, relation 0.20 -> 0.6+, siamese 0.25 -> 0.51 after 60
@@ -173,4 +178,4 @@ def test_torchrun_two_cpu_processes_finetune_and_save_a_loadable_model(tmp_path:
     model, meta = engine.load_model(tmp_path / "ddp")
     assert not any(k.startswith("module.") for k in model.state_dict())
     # each rank trains on its own 6 episodes an epoch; DDP averages their gradients
-    assert meta["metrics"]["steps"] == 2 * 6
+    assert meta.metrics["steps"] == 2 * 6

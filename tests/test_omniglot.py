@@ -11,8 +11,9 @@ from sketchshot.data import load_dataset
 from sketchshot.data.dataset import filter_classes
 from sketchshot.data.folder import load_image_folder
 from sketchshot.encoders import create_encoder
-from sketchshot.evaluation import evaluate_dataset
+from sketchshot.evaluation import embed
 from sketchshot.methods import create_method
+from sketchshot.protocols.episodes import episodes_protocol
 
 SMALL1 = OMNIGLOT / "images_background_small1.zip"
 SMALL2 = OMNIGLOT / "images_background_small2.zip"
@@ -88,7 +89,8 @@ def test_random_conv4_with_cosine_prototypes_beats_chance(small2):
     unseen = filter_classes(small2, [], ["Greek", "Latin"])
     torch.manual_seed(0)
     method = create_method("simclr", create_encoder("conv4", image_size=28))
-    scores = evaluate_dataset(method, unseen, torch.device("cpu"), 5, 1, 5, 200, seed=0)
-    assert scores.accuracies.shape == (200,)
-    assert scores.mean > 0.35
-    assert 0 < scores.ci95 < 0.05
+    embeddings = embed(method, unseen.images, torch.device("cpu"))
+    figure = episodes_protocol(method, embeddings, unseen, 5, 1, 5, 200, seed=0).figures[0]
+    assert figure.repeats == 200 and (figure.n_way, figure.chance) == (5, 0.2)
+    assert figure.accuracy > 0.35
+    assert 0 < figure.ci95 < 0.05

@@ -335,9 +335,9 @@ def test_small_batches_give_the_same_rows_as_one_batch(saved_model, bank, tmp_pa
     real = scorer.scores
     scorer.scores = lambda images: seen.append(len(images)) or real(images)
     done: list[int] = []
-    small = list(predict_paths(scorer, paths, meta["preprocessing"], 2, on_batch=done.append))
+    small = list(predict_paths(scorer, paths, meta.preprocessing, 2, on_batch=done.append))
     assert done == [2, 2, 2, 1] and seen == [2, 1, 2, 1]  # never more than 2 images at once
-    whole = list(predict_paths(scorer, paths, meta["preprocessing"], 64))
+    whole = list(predict_paths(scorer, paths, meta.preprocessing, 64))
     assert seen[4:] == [6]
     assert [r.path for r in small] == [r.path for r in whole] == paths
     assert [r.label for r in small] == [r.label for r in whole]
@@ -398,7 +398,7 @@ def test_calibration_separates_held_out_classes_on_clustered_embeddings(saved_mo
     embeddings = centres.repeat_interleave(4, 0) + 0.01 * torch.randn(24, 64, generator=g)
     bank = ClassBank(
         embeddings, torch.arange(6).repeat_interleave(4), tuple("abcdef"), ("x",) * 6,
-        ModelRef.of(saved_model, meta), meta["preprocessing"],
+        ModelRef.of(meta), meta.preprocessing,
     )  # fmt: skip
     t = calibrate(bank, torch.device("cpu"))
     # 6 episodes, each with 5 known classes (one query each) and 4 drawings of the unknown one

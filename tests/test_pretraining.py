@@ -23,9 +23,10 @@ from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
 from sketchshot.encoders import create_encoder
 from sketchshot.errors import CheckpointError, ConfigError, TrainingInterrupted
 from sketchshot.methods import create_method
+from sketchshot.methods.ssl.base import TwoViews
 from sketchshot.methods.ssl.byol import byol_loss, cosine_momentum, ema_update
 from sketchshot.methods.ssl.simclr import nt_xent_loss
-from sketchshot.training import LoopSettings, fit
+from sketchshot.training import BatchSource, LoopSettings, fit
 
 TINY_TOML = """
 [data.builtin]
@@ -64,7 +65,7 @@ def test_byol_target_follows_online_by_ema_only() -> None:
     torch.manual_seed(0)
     byol = create_method("byol", create_encoder("conv4"), ema_decay=0.5, ema_cosine=False)
     before = [p.clone() for p in byol.target_encoder.parameters()]
-    byol.training_step(torch.rand(8, 1, 28, 28))["loss"].backward()
+    byol.training_step(TwoViews(*torch.rand(2, 8, 1, 28, 28)))["loss"].backward()
     assert all(p.grad is None for p in byol.target_encoder.parameters())
     byol.after_step(0.5)
     for old, new, online in zip(
@@ -80,12 +81,9 @@ def test_simclr_normalises_each_view_by_its_own_batch() -> None:
     simclr = create_method("simclr", create_encoder("conv4"), temperature=0.5)
     sizes: list[int] = []
     simclr.encoder.register_forward_hook(lambda _m, inputs, _o: sizes.append(len(inputs[0])))
-    images = torch.rand(6, 1, 28, 28)
-    torch.manual_seed(1)
-    loss = simclr.training_step(images)["loss"]
+    v1, v2 = torch.rand(2, 6, 1, 28, 28)
+    loss = simclr.training_step(TwoViews(v1, v2))["loss"]
     assert sizes == [6, 6]
-    torch.manual_seed(1)
-    v1, v2 = simclr.two_views(images)
     z1, z2 = simclr.head(simclr.encoder(v1)), simclr.head(simclr.encoder(v2))
     torch.testing.assert_close(loss, nt_xent_loss(z1, z2, 0.5))
     joint = simclr.head(simclr.encoder(torch.cat([v1, v2]))).chunk(2)
@@ -129,10 +127,9 @@ def _tiny_fit(run_dir: Path, interrupt_at: int | None = None, resume: bool = Fal
             yield torch.from_numpy(rng.random((16, 1, 28, 28), dtype=np.float32))
 
     # no validation, so no "best" swap at the end: the final weights are the last ones
-    settings = LoopSettings(
-        epochs=3, steps_per_epoch=3, optim=OptimConfig(), seed=0, monitor="val_acc"
-    )
-    fit(method, batches, settings, run_dir, torch.device("cpu"), lambda *a: None,
+    settings = LoopSettings(epochs=3, optim=OptimConfig(), seed=0, monitor="val_acc")
+    source = BatchSource(batches, 3, views=lambda x: TwoViews(x, x.flip(-1)))
+    fit(method, source, settings, run_dir, torch.device("cpu"), lambda *a: None,
         resume=resume, quiet=True)  # fmt: skip
     return method
 
@@ -225,7 +222,7 @@ def test_torchrun_two_cpu_processes_train_and_save_a_loadable_model(tmp_path: Pa
     assert epochs[-1]["loss"] < epochs[0]["loss"] - 0.05
     model, meta = load_model(tmp_path / "ddp")
     assert not any(k.startswith("module.") for k in model.state_dict())
-    assert meta["metrics"]["steps"] == 4 * (24 * 8 * 7 // 10 // 64)
+    assert meta.metrics["steps"] == 4 * (24 * 8 * 9 // 10 // 64)
 
 
 def test_every_encoder_builds_at_its_declared_default_size() -> None:

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from helpers import model_spec, size_for
+from sketchshot import config
 from sketchshot.checkpoint import load_model, save_model
 from sketchshot.encoders import ENCODERS, create_encoder
 from sketchshot.errors import ConfigError
 from sketchshot.methods import METHODS, create_method
+from sketchshot.methods.ssl.base import TwoViews
 from sketchshot.registry import Registry
 
 ENCODER_NAMES = ENCODERS.names()
@@ -21,9 +23,16 @@ METHOD_ARGS = {
 }
 
 
-def test_the_registries_hold_what_the_cli_documents():
-    assert {"conv4", "resnet18"} <= set(ENCODER_NAMES)
-    assert {"simclr", "protonet"} <= set(METHOD_NAMES)
+def test_the_registries_hold_what_the_config_offers():
+    # the config (torch-free, read by the CLI for choices) and the registries name the same
+    # encoders and methods, and every method's settings model is its own Settings
+    assert set(config.ENCODER_NAMES) == set(ENCODER_NAMES)
+    assert set(config.METHOD_SETTINGS) == set(METHOD_NAMES)
+    for name in METHOD_NAMES:
+        method = METHODS.get(name)
+        assert method.Settings is config.METHOD_SETTINGS[name]
+        section = config.PRETRAIN_METHODS if method.kind == "ssl" else config.FINETUNE_METHODS
+        assert name in section
 
 
 def images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -39,7 +48,7 @@ def build(method_name: str, encoder_name: str):
 
 def training_batch(method, size: int, tiny_episode):
     if method.kind == "ssl":
-        return images(6, size)
+        return TwoViews(images(6, size), images(6, size, seed=1))
     assert method.kind == "fewshot", method.kind
     return tiny_episode(n_way=3, n_shot=1, n_query=2, size=size)
 
@@ -122,13 +131,13 @@ def assert_save_load_identical(method_name, encoder_name, tmp_path, tiny_episode
     # one step in train mode moves the BatchNorm running statistics off their defaults
     method.training_step(training_batch(method, size, tiny_episode))["loss"].backward()
     method.eval()
-    save_model(tmp_path / "model", method, {"model": spec})
+    save_model(tmp_path / "model", method, {"model": spec, "preprocessing": {"image_size": size}})
 
     torch.manual_seed(2)  # the rebuilt model starts from other random weights
     loaded, meta = load_model(tmp_path / "model.json")
     assert not loaded.training
     assert type(loaded) is type(method)
-    assert meta["model"] == spec
+    assert meta.model.model_dump() == spec
     x = images(4, size, seed=3)
     with torch.no_grad():
         emb = method.encoder(x)

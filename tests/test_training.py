@@ -13,10 +13,12 @@ from helpers import model_spec
 from sketchshot.checkpoint import save_model
 from sketchshot.config import OptimConfig
 from sketchshot.data.glyphs import make_glyphs
+from sketchshot.data.views import SketchAugment
 from sketchshot.encoders import create_encoder
 from sketchshot.errors import TrainingInterrupted
 from sketchshot.methods import create_method
-from sketchshot.training import LoopSettings, fit, lr_factor
+from sketchshot.methods.ssl.base import TwoViews
+from sketchshot.training import BatchSource, LoopSettings, fit, lr_factor
 
 
 def test_lr_factor_warmup_then_cosine_to_near_zero():
@@ -40,6 +42,11 @@ def test_lr_factor_step_and_constant():
 
 
 STEPS, BATCH = 3, 16
+AUGMENT = SketchAugment()
+
+
+def two_views(images: torch.Tensor) -> TwoViews:
+    return TwoViews(AUGMENT(images), AUGMENT(images))
 ARGS = {"hidden_dim": 32, "projection_dim": 16, "temperature": 0.5}
 
 
@@ -69,13 +76,14 @@ def run(run_dir: Path, images, resume: bool = False, interrupt_at: int | None = 
     spec = model_spec("simclr", "conv4", 28, **ARGS)
 
     def save(stem, metrics):
-        save_model(run_dir / stem, method, {"model": spec, "metrics": metrics})
+        card = {"model": spec, "preprocessing": {"image_size": 28}, "metrics": metrics}
+        save_model(run_dir / stem, method, card)
 
-    settings = LoopSettings(epochs=2, steps_per_epoch=STEPS, optim=OptimConfig(lr=3e-3), seed=5)
+    settings = LoopSettings(epochs=2, optim=OptimConfig(lr=3e-3), seed=5)
+    source = BatchSource(batches_of(images, interrupt_at), STEPS, views=two_views)
     result = fit(
-        method, batches_of(images, interrupt_at), settings, run_dir, torch.device("cpu"), save,
-        resume=resume, quiet=True,
-    )  # fmt: skip
+        method, source, settings, run_dir, torch.device("cpu"), save, resume=resume, quiet=True
+    )
     return method, result
 
 

@@ -13,19 +13,23 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 import sketchshot
-from sketchshot.checkpoint import (
+from sketchshot.card import (
     FORMAT_VERSION,
-    load_tensors,
-    read_sidecar,
-    save_weights,
-    write_json,
+    BankCard,
+    BankClass,
+    ModelCard,
+    ModelRef,
+    Preprocessing,
+    RejectThreshold,
+    parse_card,
+    read_json,
 )
+from sketchshot.checkpoint import atomic_write, load_tensors, save_weights
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.errors import CheckpointError, ConfigError, DataError
 from sketchshot.evaluation import embed
@@ -43,45 +47,6 @@ SIMILARITY = "nearest_class_similarity"
 
 
 @dataclass(frozen=True)
-class RejectThreshold:
-    """Below ``value`` of its ``nearest_class_similarity`` a sketch is labelled unknown.
-    ``episodes`` > 0 when it was calibrated on the bank."""
-
-    value: float
-    statistic: str = SIMILARITY
-    target_false_reject: float | None = None
-    episodes: int = 0
-    known_queries: int = 0
-    unknown_queries: int = 0
-    false_reject: float | None = None
-    false_accept: float | None = None
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """The model a bank was encoded with: where it was, and the sha256 of its weights."""
-
-    path: str
-    sha256: str
-    method: str
-    encoder: str
-
-    @classmethod
-    def of(cls, path: Path, meta: dict[str, Any]) -> ModelRef:
-        model = meta.get("model", {})
-        return cls(
-            str(Path(path).resolve()),
-            meta["sha256"],
-            model.get("method", "?"),
-            model.get("encoder", "?"),
-        )
-
-
-@dataclass(frozen=True)
 class ClassBank:
     """Support embeddings float32 [N, D] with ``labels`` int64 [N] indexing ``class_names``
     (sorted), grouped by class; ``class_sources`` names where each class was enrolled from."""
@@ -91,7 +56,7 @@ class ClassBank:
     class_names: tuple[str, ...]
     class_sources: tuple[str, ...]
     model: ModelRef
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
     threshold: RejectThreshold | None = None
 
     def __len__(self) -> int:
@@ -140,7 +105,7 @@ def grouped(
     names: tuple[str, ...],
     sources: tuple[str, ...],
     model: ModelRef,
-    preprocessing: dict[str, Any],
+    preprocessing: Preprocessing,
 ) -> ClassBank:
     """A bank in canonical order: classes with embeddings sorted by name, each class's
     embeddings in their given order; classes without embeddings are dropped."""
@@ -156,35 +121,33 @@ def grouped(
         class_names=tuple(names[i] for i in present),
         class_sources=tuple(sources[i] for i in present),
         model=model,
-        preprocessing=dict(preprocessing),
+        preprocessing=preprocessing,
     )
 
 
 def encode_support(
-    method: Method,
-    meta: dict[str, Any],
-    model_path: Path,
-    support: SketchDataset,
-    device: torch.device,
+    method: Method, card: ModelCard, support: SketchDataset, device: torch.device
 ) -> ClassBank:
-    """Encode every image of ``support`` once with ``method``'s encoder into a bank."""
+    """Encode every image of ``support`` once with ``method``'s encoder (saved with ``card``)
+    into a bank."""
     embeddings = embed(method, support.images, device).cpu()
     return grouped(
         embeddings,
         support.labels,
         support.class_names,
         (support.origin,) * len(support.class_names),
-        ModelRef.of(model_path, meta),
-        {k: meta["preprocessing"][k] for k in ("image_size", "invert", "mean", "std")},
+        ModelRef.of(card),
+        card.preprocessing,
     )
 
 
-def check_model(bank: ClassBank, meta: dict[str, Any], model_path: Path, where: str) -> None:
+def check_model(bank: ClassBank, card: ModelCard, where: str) -> None:
     """Refuse a model other than the one the bank was encoded with."""
-    if meta.get("sha256") != bank.model.sha256:
+    if card.sha256 != bank.model.sha256:
+        model_path = card.file.parent if card.file is not None else "?"
         raise CheckpointError(
             f"{where} was encoded with another model ({bank.model.path}, sha256 "
-            f"{bank.model.sha256[:12]}), not {model_path} (sha256 {str(meta.get('sha256'))[:12]}); "
+            f"{bank.model.sha256[:12]}), not {model_path} (sha256 {card.sha256[:12]}); "
             "enroll its classes again with this model"
         )
 
@@ -235,64 +198,60 @@ def save_bank(bank: ClassBank, path: str | Path) -> Path:
     """Write ``BANK.safetensors`` then ``BANK.json`` (each atomically); returns the sidecar."""
     sidecar, weights = bank_files(path)
     digest = save_weights(weights, {"embeddings": bank.embeddings, "labels": bank.labels})
-    counts = bank.counts()
-    write_json(
-        sidecar,
-        {
-            "format_version": FORMAT_VERSION,
-            "kind": KIND,
-            "sketchshot_version": sketchshot.__version__,
-            "built_with": dataclasses.asdict(bank.model),
-            "preprocessing": bank.preprocessing,
-            "embedding_dim": int(bank.embeddings.shape[1]),
-            "n_embeddings": len(bank),
-            "classes": [
-                {"name": n, "count": c, "source": s}
-                for n, c, s in zip(bank.class_names, counts, bank.class_sources, strict=True)
-            ],
-            "reject": bank.threshold.as_dict() if bank.threshold else None,
-            "weights": weights.name,
-            "sha256": digest,
-        },
+    card = BankCard(
+        format_version=FORMAT_VERSION,
+        sketchshot_version=sketchshot.__version__,
+        built_with=bank.model,
+        preprocessing=bank.preprocessing,
+        embedding_dim=int(bank.embeddings.shape[1]),
+        n_embeddings=len(bank),
+        classes=tuple(
+            BankClass(name=n, count=c, source=s)
+            for n, c, s in zip(bank.class_names, bank.counts(), bank.class_sources, strict=True)
+        ),
+        reject=bank.threshold,
+        weights=weights.name,
+        sha256=digest,
     )
+    atomic_write(sidecar, lambda p: p.write_text(card.to_json(), encoding="utf-8"))
     return sidecar
 
 
-def load_bank(path: str | Path) -> ClassBank:
-    """Read and check a bank: sidecar kind, weights' sha256, shapes and per-class counts."""
+def read_bank_card(path: str | Path) -> BankCard:
     sidecar, _ = bank_files(path)
     if not sidecar.is_file():
         raise CheckpointError(f"no class bank at {sidecar} (write one with 'sketchshot enroll')")
-    meta = read_sidecar(sidecar)
-    if meta.get("kind") != KIND:
+    data = read_json(sidecar)
+    if data.get("kind") != KIND:
         raise CheckpointError(f"{sidecar} is not a class bank (written by 'sketchshot enroll')")
-    if not isinstance(meta.get("sha256"), str):
-        raise CheckpointError(f"{sidecar}: no sha256 of the embeddings; refusing to load")
-    tensors = load_tensors(sidecar.parent / meta.get("weights", ""), meta["sha256"])
-    try:
-        embeddings, labels = tensors["embeddings"], tensors["labels"]
-        classes = meta["classes"]
-        names = tuple(c["name"] for c in classes)
-        model = ModelRef(**meta["built_with"])
-        reject = meta.get("reject")
-        threshold = RejectThreshold(**reject) if reject else None
-        bank = ClassBank(
-            embeddings=embeddings.float(),
-            labels=labels.long(),
-            class_names=names,
-            class_sources=tuple(c.get("source", "") for c in classes),
-            model=model,
-            preprocessing=meta["preprocessing"],
-            threshold=threshold,
-        )
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{sidecar}: not a complete class bank ({exc})") from None
+    return parse_card(BankCard, data, sidecar)
+
+
+def load_bank(path: str | Path) -> ClassBank:
+    """Read and check a bank: its card, the embeddings' sha256, shapes and per-class counts."""
+    card = read_bank_card(path)
+    sidecar = card.file
+    tensors = load_tensors(card.file.parent / card.weights, card.sha256)
+    embeddings, labels = tensors.get("embeddings"), tensors.get("labels")
+    if embeddings is None or labels is None:
+        raise CheckpointError(f"{sidecar}: not a complete class bank (no embeddings or labels)")
+    names = tuple(c.name for c in card.classes)
+    bank = ClassBank(
+        embeddings=embeddings.float(),
+        labels=labels.long(),
+        class_names=names,
+        class_sources=tuple(c.source for c in card.classes),
+        model=card.built_with,
+        preprocessing=card.preprocessing,
+        threshold=card.reject,
+    )
+    threshold = card.reject
     if (
         embeddings.dim() != 2
         or labels.shape != (embeddings.shape[0],)
         or not names
         or bool((labels < 0).any() or (labels >= len(names)).any())
-        or bank.counts() != [c.get("count") for c in classes]
+        or bank.counts() != [c.count for c in card.classes]
     ):
         raise CheckpointError(f"{sidecar}: its embeddings do not match its class list")
     if threshold is not None and threshold.statistic != SIMILARITY:

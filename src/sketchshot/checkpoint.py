@@ -1,6 +1,6 @@
-"""Self-describing weights: ``NAME.safetensors`` beside a ``NAME.json`` sidecar.
+"""Self-describing weights: ``NAME.safetensors`` beside a ``NAME.json`` card (``ModelCard``).
 
-The sidecar names the registry entries and their arguments, the preprocessing, class names,
+The card names the registry entries and their arguments, the preprocessing, class names,
 the resolved config, metrics and the sha256 of the weights, so a model rebuilds itself from
 its folder. Loading checks the hash and loads strictly. Writes are atomic. No pickle."""
 
@@ -19,11 +19,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import sketchshot
+from sketchshot.card import FORMAT_VERSION, ModelCard, ModelSpec, parse_card, read_json
 from sketchshot.encoders import create_encoder
 from sketchshot.errors import CheckpointError, SketchshotError
 from sketchshot.methods import Method, create_method
-
-FORMAT_VERSION = 1
 
 
 def atomic_write(path: Path, write: Any) -> None:
@@ -71,13 +70,12 @@ def unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
-def build_model(spec: dict[str, Any]) -> Method:
-    """Rebuild a method from a sidecar's ``model`` block through the registries."""
+def build_model(spec: ModelSpec) -> Method:
+    """Rebuild a method from a card's ``model`` block through the registries."""
+    settings = spec.settings()
     try:
-        encoder = create_encoder(spec["encoder"], **spec.get("encoder_args", {}))
-        return create_method(spec["method"], encoder, **spec.get("method_args", {}))
-    except KeyError as exc:
-        raise CheckpointError(f"model description lacks {exc}") from None
+        encoder = create_encoder(spec.encoder, **spec.encoder_args)
+        return create_method(spec.method, encoder, settings)
     except SketchshotError as exc:
         raise CheckpointError(f"cannot rebuild the saved model: {exc}") from None
     except TypeError as exc:
@@ -91,18 +89,21 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> str:
     return sha256_of(path)
 
 
-def save_model(stem: Path, method: nn.Module, sidecar: dict[str, Any]) -> Path:
-    """Write ``stem.safetensors`` and ``stem.json``; returns the weights' path."""
+def save_model(stem: Path, method: nn.Module, card: dict[str, Any]) -> Path:
+    """Write ``stem.safetensors`` and its card ``stem.json`` (``card`` holds every field but
+    the versions, file name and hash); returns the weights' path."""
     weights = stem.with_suffix(".safetensors")
     digest = save_weights(weights, unwrap(method).state_dict())
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "sketchshot_version": sketchshot.__version__,
-        **sidecar,
-        "weights": weights.name,
-        "sha256": digest,
-    }
-    write_json(stem.with_suffix(".json"), meta)
+    written = ModelCard.model_validate(
+        {
+            "format_version": FORMAT_VERSION,
+            "sketchshot_version": sketchshot.__version__,
+            **card,
+            "weights": weights.name,
+            "sha256": digest,
+        }
+    )
+    atomic_write(stem.with_suffix(".json"), lambda p: p.write_text(written.to_json(), "utf-8"))
     return weights
 
 
@@ -118,21 +119,16 @@ def find_sidecar(path: str | Path) -> Path:
     return path
 
 
-def read_sidecar(path: str | Path) -> dict[str, Any]:
+def read_card(path: str | Path) -> ModelCard:
+    """The card of a saved model (a run folder, its ``.json`` or its ``.safetensors``)."""
     sidecar = find_sidecar(path)
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{sidecar}: not a valid JSON sidecar ({exc})") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{sidecar}: not a sketchshot sidecar (a JSON object)")
-    if meta.get("format_version") != FORMAT_VERSION:
+    data = read_json(sidecar)
+    if data.get("kind") == "class_bank":
         raise CheckpointError(
-            f"{sidecar}: unsupported format version {meta.get('format_version')!r} "
-            f"(this sketchshot reads version {FORMAT_VERSION})"
+            f"{sidecar} is a class bank, not a model; pass the run folder it was encoded with "
+            "(enroll/predict take it as --bank)"
         )
-    meta["_sidecar"] = str(sidecar)
-    return meta
+    return parse_card(ModelCard, data, sidecar)
 
 
 def load_tensors(weights: Path, expected_sha256: str | None) -> dict[str, torch.Tensor]:
@@ -148,16 +144,12 @@ def load_tensors(weights: Path, expected_sha256: str | None) -> dict[str, torch.
         raise CheckpointError(f"{weights}: unreadable safetensors file ({exc})") from None
 
 
-def load_model(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[Method, dict[str, Any]]:
-    """Rebuild, hash-check and strictly load a saved model; returns (eval-mode model, sidecar)."""
-    meta = read_sidecar(path)
-    weights = Path(meta["_sidecar"]).parent / meta.get("weights", "model.safetensors")
-    if not isinstance(meta.get("sha256"), str):
-        raise CheckpointError(f"{meta['_sidecar']}: no sha256 of the weights; refusing to load")
-    tensors = load_tensors(weights, meta["sha256"])
-    model = build_model(meta.get("model", {}))
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Method, ModelCard]:
+    """Rebuild, hash-check and strictly load a saved model; returns (eval-mode model, card)."""
+    card = read_card(path)
+    weights = card.weights_path
+    tensors = load_tensors(weights, card.sha256)
+    model = build_model(card.model)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
@@ -165,7 +157,7 @@ def load_model(
         raise CheckpointError(
             f"{weights}: weights do not match the model in its sidecar ({' '.join(first[:2])})"
         ) from None
-    return model.to(device).eval(), meta
+    return model.to(device).eval(), card
 
 
 def save_training_state(

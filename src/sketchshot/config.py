@@ -3,21 +3,45 @@
 Precedence is defaults < TOML file (``--config``) < command-line options. One file can hold every
 section; each command reads the sections it needs, and the resolved whole is written into each
 run folder as ``config.toml`` so that a run can be repeated with ``--config RUN/config.toml``.
+
+Each method's own settings are a model of their own, picked by the method's name (a
+discriminated union): ``[pretrain] method = "byol"`` reads ``[pretrain.byol]``, and a key of
+another method (``[pretrain.simclr] temperature``, ``--temperature`` with ``--method byol``) is
+an error, not a silent no-op. View (augmentation) settings are data-side: ``[pretrain.views]``.
+
+Nothing here imports torch: the CLI builds its options, choices and defaults from these models.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from sketchshot.errors import ConfigError
+from sketchshot.errors import ConfigError, UsageError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the backport that became tomllib
+    import tomli as tomllib  # type: ignore[no-redef]
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Split = Literal["train", "val", "test", "all"]
+# The encoder registry's names (sketchshot.encoders.ENCODERS), kept here so that the CLI's
+# choices need no torch; a contract test checks that the two agree.
+ENCODER_NAMES = ("conv4", "sketch_cnn", "resnet18", "resnet34", "resnet50")
 
 
 class Frozen(BaseModel):
@@ -33,24 +57,37 @@ class BuiltinDataConfig(Frozen):
 
 
 class DataConfig(Frozen):
-    source: str = Field("builtin", description="'builtin', an image folder, or a .zip archive")
+    source: str = Field(
+        "builtin",
+        description="'builtin' (generated glyphs), an image folder ROOT/<class>/*.png, or a "
+        ".zip archive of one",
+    )
     image_size: int | None = Field(
-        None, ge=8, le=512, description="side in pixels; None uses the encoder's default"
+        None, ge=8, le=512, description="image side in pixels; None: the encoder's default"
     )
     invert: Literal["auto", "yes", "no"] = Field(
         "auto", description="make strokes bright on dark; 'auto' inverts white-background images"
     )
-    classes: tuple[str, ...] = Field((), description="keep only classes matching these globs")
-    exclude_classes: tuple[str, ...] = Field((), description="drop classes matching these globs")
+    classes: tuple[str, ...] = Field(
+        (), description="keep only classes matching these globs or top-level groups"
+    )
+    exclude_classes: tuple[str, ...] = Field(
+        (), description="drop classes matching these globs or groups"
+    )
     split_fractions: tuple[float, float, float] = Field(
-        (0.7, 0.1, 0.2), description="train/val/test fractions of classes, drawn with split_seed"
+        (0.9, 0.1, 0.0),
+        description="train, val and test fractions of the classes, drawn with split_seed, when "
+        "no class lists are given; the default holds out 10% of the classes to validate each "
+        "epoch and nothing for testing",
     )
-    split_seed: int = 0
+    split_seed: int = Field(0, description="seed of the class split")
     train_classes: tuple[str, ...] = Field(
-        (), description="explicit train classes or top-level groups (globs); overrides fractions"
+        (),
+        description="classes or groups (globs) of the train split; overrides the fractions; "
+        "when only val/test classes are named, train takes the rest",
     )
-    val_classes: tuple[str, ...] = ()
-    test_classes: tuple[str, ...] = ()
+    val_classes: tuple[str, ...] = Field((), description="classes or groups of the val split")
+    test_classes: tuple[str, ...] = Field((), description="classes or groups of the test split")
     builtin: BuiltinDataConfig = BuiltinDataConfig()
 
     @field_validator("split_fractions")
@@ -61,8 +98,28 @@ class DataConfig(Frozen):
         return value
 
 
+class ViewConfig(Frozen):
+    """Sketch views (data-side augmentation): affine jitter, crop, strokes, erasing."""
+
+    strength: float = Field(1.0, ge=0, le=2, description="scale of every view range, 0 to 2")
+    crop: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="smallest area of a view's random crop (RandomResizedCrop, aspect 3/4 to "
+        "4/3); 1: no crop",
+    )
+    flip: bool = Field(False, description="also mirror views left-right (not for characters)")
+    thickness_p: float = Field(
+        0.0, ge=0, le=1, description="probability of thickening or thinning the strokes"
+    )
+    erase_p: float = Field(
+        0.0, ge=0, le=1, description="probability of erasing a random rectangle"
+    )
+
+
 class EncoderConfig(Frozen):
-    name: str = Field("conv4", description="encoder registry name")
+    name: Literal[ENCODER_NAMES] = Field("conv4", description="encoder architecture")  # type: ignore[valid-type]
     init: str = Field(
         "random",
         description="'random', 'imagenet' (ResNets; torch hub cache, downloaded if missing), "
@@ -71,32 +128,166 @@ class EncoderConfig(Frozen):
 
 
 class OptimConfig(Frozen):
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="optimiser")
+    lr: float = Field(1e-3, gt=0, description="base learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0, description="linear warm-up before the schedule")
+    schedule: Literal["cosine", "step", "constant"] = Field(
+        "cosine", description="learning-rate schedule after the warm-up"
+    )
+    warmup_epochs: int = Field(0, ge=0, description="epochs of linear learning-rate warm-up")
     step_size: int = Field(10, ge=1, description="epochs between decays of the step schedule")
     gamma: float = Field(0.5, gt=0, le=1, description="decay factor of the step schedule")
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm; None: no clip")
 
 
+# ---- per-method settings: one model per registered method, its defaults in one place ----
+
+
+class MethodSettings(Frozen):
+    """What a method adds to its encoder; saved in the model card as its arguments."""
+
+    name: str
+
+    def arguments(self) -> dict[str, Any]:
+        """The settings as the method's (and the card's) arguments, without the name."""
+        return self.model_dump(exclude={"name"})
+
+
+class SimCLRSettings(MethodSettings):
+    """SimCLR (Chen et al. 2020): NT-Xent on an MLP projection of two views."""
+
+    name: Literal["simclr"] = "simclr"
+    temperature: float = Field(0.2, gt=0, description="NT-Xent temperature")
+    hidden_dim: int = Field(512, ge=1, description="projection head hidden width")
+    projection_dim: int = Field(128, ge=1, description="projection output width")
+    gather_negatives: bool = Field(
+        False, description="under torchrun: negatives from every process"
+    )
+
+
+class BYOLSettings(MethodSettings):
+    """BYOL (Grill et al. 2020). The widths are the ones measured on Omniglot (90.4/76.5 at
+    15 minutes), narrower than the paper's 4096/256, which cost time on a CPU."""
+
+    name: Literal["byol"] = "byol"
+    hidden_dim: int = Field(512, ge=1, description="projector and predictor hidden width")
+    projection_dim: int = Field(128, ge=1, description="projection output width")
+    ema_decay: float = Field(
+        0.996,
+        ge=0,
+        le=1,
+        description="target EMA decay at the start (0.95 with batch 64 learns much faster in "
+        "runs of minutes on a CPU)",
+    )
+    ema_cosine: bool = Field(True, description="ramp the EMA decay to 1.0 over training")
+
+
+class ProtoNetSettings(MethodSettings):
+    """Prototypical networks (Snell et al. 2017)."""
+
+    name: Literal["protonet"] = "protonet"
+    distance: Literal["euclidean", "cosine"] = Field(
+        "euclidean", description="distance to the prototypes (cosine: with a learnable scale)"
+    )
+
+
+class MatchingSettings(MethodSettings):
+    """Matching networks (Vinyals et al. 2016)."""
+
+    name: Literal["matching"] = "matching"
+    attention: Literal["cosine", "mlp"] = Field(
+        "cosine", description="attention over the support: cosine, or a learned MLP"
+    )
+    hidden_dim: int = Field(128, ge=2, description="hidden width of the MLP attention")
+
+
+class RelationSettings(MethodSettings):
+    """Relation networks (Sung et al. 2018)."""
+
+    name: Literal["relation"] = "relation"
+    hidden_dim: int = Field(128, ge=2, description="hidden width of the relation module")
+
+
+class SiameseSettings(MethodSettings):
+    """Siamese networks (Koch et al. 2015)."""
+
+    name: Literal["siamese"] = "siamese"
+    hidden_dim: int = Field(128, ge=2, description="hidden width of the pair head")
+
+
+PRETRAIN_METHODS: dict[str, type[MethodSettings]] = {"simclr": SimCLRSettings, "byol": BYOLSettings}
+FINETUNE_METHODS: dict[str, type[MethodSettings]] = {
+    "protonet": ProtoNetSettings,
+    "matching": MatchingSettings,
+    "relation": RelationSettings,
+    "siamese": SiameseSettings,
+}
+METHOD_SETTINGS = {**PRETRAIN_METHODS, **FINETUNE_METHODS}
+PretrainMethod = Annotated[SimCLRSettings | BYOLSettings, Field(discriminator="name")]
+FinetuneMethod = Annotated[
+    ProtoNetSettings | MatchingSettings | RelationSettings | SiameseSettings,
+    Field(discriminator="name"),
+]
+
+
+def _method_sections(data: Any, methods: Mapping[str, type[MethodSettings]], section: str) -> Any:
+    """``{"method": "byol", "byol": {...}}`` (the TOML shape) -> ``{"method": {"name": "byol",
+    ...}}`` (the union's shape). A section of another method is refused."""
+    if not isinstance(data, Mapping):
+        return data
+    data = dict(data)
+    method = data.get("method", next(iter(methods)))
+    if isinstance(method, MethodSettings | Mapping):
+        name = method.name if isinstance(method, MethodSettings) else method.get("name")
+    else:
+        name = method
+    for other in methods:
+        if other in data and other != name:
+            raise ValueError(
+                f"[{section}.{other}] does not apply to method {name!r} "
+                f"(its settings go in [{section}.{name}])"
+            )
+    if isinstance(method, str):
+        own = data.pop(name, {}) if name in methods else {}
+        if not isinstance(own, Mapping):
+            raise ValueError(f"[{section}.{name}] must be a table of settings")
+        data["method"] = {"name": name, **own}
+    return data
+
+
+def _method_dump(out: dict[str, Any]) -> dict[str, Any]:
+    settings = dict(out.pop("method"))
+    name = settings.pop("name")
+    return {"method": name, name: settings, **out}
+
+
 class TrainingConfig(Frozen):
     """What the one training loop reads, shared by pretraining and fine-tuning."""
 
-    epochs: int = Field(20, ge=1)
-    max_minutes: float | None = Field(None, gt=0, description="stop after this wall time")
-    checkpoint_every: int = Field(0, ge=0, description="also keep epoch_N every N epochs; 0: off")
-    val_every: int = Field(1, ge=1, description="validation (kNN monitor) every N epochs")
-    val_episodes: int = Field(200, ge=0, description="5-way validation episodes; 0: none")
+    epochs: int = Field(20, ge=1, description="training epochs")
+    max_minutes: float | None = Field(
+        None, gt=0, description="stop after this much wall time, keeping what was learnt"
+    )
+    checkpoint_every: int = Field(
+        0, ge=0, description="also keep checkpoints/epoch_N every N epochs; 0: off"
+    )
+    val_every: int = Field(1, ge=1, description="validate every N epochs")
+    val_episodes: int = Field(
+        200, ge=0, description="validation episodes on the val classes; 0: no validation"
+    )
+    val_ways: int = Field(
+        5, ge=2, description="classes per validation episode (fewer if the val split has fewer)"
+    )
     head_lr: float | None = Field(
         None, gt=0, description="learning rate of the method's head; None: the encoder's"
     )
     patience: int | None = Field(
         None, ge=1, description="stop after this many validations without improvement"
     )
-    amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on CUDA")
+    amp: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="mixed precision on CUDA (ignored on the CPU)"
+    )
     channels_last: bool = Field(
         True, description="channels-last weights: faster convolutions on the CPU and on CUDA"
     )
@@ -104,78 +295,98 @@ class TrainingConfig(Frozen):
 
 
 class PretrainConfig(TrainingConfig):
-    method: str = Field("simclr", description="self-supervised method registry name")
-    batch_size: int = Field(256, ge=2)
+    method: PretrainMethod = Field(
+        default_factory=SimCLRSettings, description="self-supervised method"
+    )
+    batch_size: int = Field(256, ge=2, description="images per batch (two views each)")
     unique_class_batches: bool = Field(
-        False, description="with labels, every image of a batch from a different class"
+        False,
+        description="with labels, every image of a batch from a different class (no same-class "
+        "negatives)",
     )
-    temperature: float = Field(0.2, gt=0, description="NT-Xent temperature (SimCLR)")
-    gather_negatives: bool = Field(False, description="SimCLR under DDP: negatives of all ranks")
-    hidden_dim: int = Field(512, ge=1, description="projector/predictor MLP hidden width")
-    projection_dim: int = Field(128, ge=1, description="projection output width")
-    ema_decay: float = Field(0.996, ge=0, le=1, description="BYOL target EMA decay")
-    ema_cosine: bool = Field(True, description="BYOL: ramp the EMA decay to 1.0 (cosine)")
-    augment_strength: float = Field(1.0, ge=0, le=2, description="strength of the sketch views")
-    flip: bool = Field(False, description="also mirror views left-right (not for characters)")
-    crop: float = Field(
-        0.6, gt=0, le=1, description="smallest crop area of a view (RandomResizedCrop); 1: none"
-    )
-    thickness_p: float = Field(
-        0.0, ge=0, le=1, description="probability of a stroke-thickness change (dilate/erode)"
-    )
-    erase_p: float = Field(0.0, ge=0, le=1, description="probability of random erasing")
+    views: ViewConfig = ViewConfig(crop=0.6)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        return _method_sections(data, PRETRAIN_METHODS, "pretrain")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        return _method_dump(handler(self))
 
 
 class FinetuneConfig(TrainingConfig):
-    method: str = Field("protonet", description="few-shot method registry name")
-    init: str = Field(
-        "scratch", description="'scratch', 'imagenet', 'latest' pretrain run, or a run folder"
+    method: FinetuneMethod = Field(
+        default_factory=ProtoNetSettings, description="few-shot method"
     )
-    n_way: int = Field(20, ge=2)
-    n_shot: int = Field(1, ge=1)
-    n_query: int = Field(5, ge=1)
-    episodes_per_epoch: int = Field(100, ge=1)
-    augment_strength: float = Field(0.5, ge=0, le=2, description="affine jitter of episodes")
+    init: str = Field(
+        "scratch",
+        description="'scratch', 'imagenet' (ResNets), 'latest' (the newest pretrain run) or a "
+        "run folder whose encoder to start from",
+    )
+    n_way: int = Field(20, ge=2, description="classes per training episode")
+    n_shot: int = Field(1, ge=1, description="support images per class")
+    n_query: int = Field(5, ge=1, description="query images per class")
+    episodes_per_epoch: int = Field(100, ge=1, description="training episodes per epoch")
     rotation_classes: bool = Field(
-        False, description="add each class rotated by 90, 180 and 270 degrees as new classes"
+        False, description="add every class rotated by 90, 180 and 270 degrees as new classes"
     )
     freeze_encoder: bool = Field(
         False, description="embed once with the frozen encoder; train only the method's head"
     )
-    distance: Literal["euclidean", "cosine"] = Field(
-        "euclidean", description="ProtoNet distance (cosine has a learnable scale)"
-    )
-    attention: Literal["cosine", "mlp"] = Field("cosine", description="Matching attention")
-    hidden_dim: int = Field(128, ge=2, description="width of learned heads")
+    views: ViewConfig = ViewConfig(strength=0.5)
     optim: OptimConfig = OptimConfig(schedule="step", step_size=10, gamma=0.5)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        return _method_sections(data, FINETUNE_METHODS, "finetune")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        return _method_dump(handler(self))
 
 
 class EvaluateConfig(Frozen):
     protocol: Literal["episodes", "knn", "linear", "runs"] = Field(
         "episodes",
-        description="episodes: N-way K-shot through the method's score; knn / linear: read-outs "
-        "of the encoder's features; runs: Omniglot's one-shot runs folder",
+        description="episodes: N-way K-shot episodes scored by the model's method, head "
+        "included; knn: cosine kNN on the encoder's features (before any head), 1-shot k=1, "
+        "5-shot k=3 and labelled-fraction k=5; linear: logistic-regression probe on the frozen "
+        "encoder's features; runs: Omniglot's one-shot runs folder",
     )
-    n_way: int = Field(5, ge=2)
-    n_shot: int = Field(1, ge=1)
-    n_query: int = Field(15, ge=1)
-    episodes: int = Field(1000, ge=1)
-    split: Split = Field("test", description="which class split of the data to evaluate on")
+    n_way: int = Field(5, ge=2, description="classes per episode (N)")
+    n_shot: int = Field(1, ge=1, description="labelled examples per class (K)")
+    n_query: int = Field(15, ge=1, description="query images per class")
+    episodes: int = Field(1000, ge=1, description="number of episodes")
+    split: Literal["auto", "train", "val", "test", "all"] = Field(
+        "auto",
+        description="class split to evaluate on; auto: the test split where the data holds one "
+        "out, every class of data the model was not trained on",
+    )
     episodes_in: str | None = Field(
         None, description="replay this saved episode list (it fixes way, shot, query, episodes)"
     )
-    draws: int = Field(10, ge=1, description="kNN and linear probe: seeded labelled/query draws")
+    draws: int = Field(
+        10, ge=1, description="knn and linear: seeded draws of the labelled images, for the CI"
+    )
     labelled_fraction: float = Field(
-        0.5, gt=0, lt=1, description="kNN k=5 and linear probe: labelled share of each class"
+        0.5,
+        gt=0,
+        lt=1,
+        description="knn (k=5) and linear: share of each class's images that is labelled",
     )
     probe_weight_decay: float = Field(1e-2, ge=0, description="linear probe L2 penalty")
     runs: str | None = Field(None, description="folder or .zip of Omniglot one-shot runs")
-    tta: int = Field(1, ge=1, le=64, description="views averaged per image (1: no augmentation)")
+    tta: int = Field(
+        1, ge=1, le=64, description="views averaged per image (test-time augmentation; 1: off)"
+    )
 
 
 class Config(Frozen):
-    seed: int = 0
-    device: Device = "auto"
+    seed: int = Field(0, description="seed of every random draw (data order, views, episodes)")
+    device: Device = Field("auto", description="where to compute: auto, cpu, cuda or mps")
     data: DataConfig = DataConfig()
     encoder: EncoderConfig = EncoderConfig()
     pretrain: PretrainConfig = PretrainConfig()
@@ -197,9 +408,13 @@ class EnrollConfig(Frozen):
     replace: bool = Field(False, description="re-encode classes of --support already in the bank")
     calibrate: bool = Field(False, description="calibrate a reject threshold on the bank")
     false_reject: float | None = Field(
-        None, ge=0, lt=1, description="share of known drawings the threshold may reject (0.05)"
+        None,
+        ge=0,
+        lt=1,
+        description="share of known drawings the threshold may reject; None: the bank's "
+        "previous target, else 0.05",
     )
-    device: Device = "auto"
+    device: Device = Field("auto", description="where to compute: auto, cpu, cuda or mps")
 
 
 class PredictConfig(Frozen):
@@ -217,7 +432,14 @@ class PredictConfig(Frozen):
         description="label 'unknown' below this cosine similarity to the nearest class mean",
     )
     batch_size: int = Field(256, ge=1, description="images read and embedded at a time")
-    device: Device = "auto"
+    device: Device = Field("auto", description="where to compute: auto, cpu, cuda or mps")
+
+
+SECTION_METHODS: dict[str, Mapping[str, type[MethodSettings]]] = {
+    "pretrain": PRETRAIN_METHODS,
+    "finetune": FINETUNE_METHODS,
+}
+METHOD = "<method>"  # in an override key: the section's method, e.g. "pretrain.<method>.hidden_dim"
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,58 +476,176 @@ def _has(tree: Mapping[str, Any], loc: tuple[Any, ...]) -> bool:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; pass a .toml file (or RUN/config.toml)")
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _section_method(section: str, *trees: Mapping[str, Any]) -> str:
+    """The method a section will have: the last tree that names one, else the default."""
+    name = next(iter(SECTION_METHODS[section]))
+    for tree in trees:
+        value = tree.get(section, {}).get("method") if isinstance(tree, Mapping) else None
+        if isinstance(value, str):
+            name = value
+    return name
 
 
 def resolve_config(
     file: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     base: Config | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Config:
-    """Defaults (or ``base``) < ``file`` < ``overrides`` (dotted keys from the command line)."""
+    """Defaults (or ``base``) < ``file`` < ``overrides`` (dotted keys from the command line).
+
+    An override key may hold ``<method>`` for the section's method (``pretrain.<method>.
+    hidden_dim``). ``names`` maps override keys to what the user typed (``--hidden-dim``), so
+    that errors name it. A setting of another method than the section's is a usage error."""
+    names = dict(names or {})
     from_file = read_toml(file) if file is not None else {}
-    from_cli = nest(overrides or {})
-    tree = _merge((base or Config()).model_dump(), from_file)
-    tree = _merge(tree, from_cli)
+    base_tree = (base or Config()).model_dump()
+    overrides = dict(overrides or {})
+    methods = {
+        s: _section_method(s, base_tree, from_file, nest(overrides)) for s in SECTION_METHODS
+    }
+    resolved: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if METHOD in key:
+            section = key.split(".", 1)[0]
+            new = key.replace(METHOD, methods[section])
+            names.setdefault(new, names.get(key, key))
+            key = new
+        resolved[key] = value
+    from_cli = nest(resolved)
+
+    def said(dotted: str) -> str:
+        return names.get(dotted, dotted)
+
+    problems: list[str] = []
+    for section, section_methods in SECTION_METHODS.items():
+        name = methods[section]
+        if base_tree[section]["method"] != name:  # the base's settings belong to its method
+            base_tree[section].pop(base_tree[section]["method"], None)
+        if name not in section_methods:
+            continue  # the union reports an unknown method with the valid names
+        for key in (k for k in resolved if k.startswith(f"{section}.{name}.")):
+            field = key.rsplit(".", 1)[1]
+            takes = [m for m, s in section_methods.items() if field in s.model_fields]
+            if takes and name not in takes:
+                problems.append(
+                    f"{said(key)} does not apply to {section} method {name!r} (only to "
+                    f"{', '.join(takes)})"
+                )
+        for other in section_methods:
+            if other == name:
+                continue
+            if _has(from_cli, (section, other)):
+                keys = [k for k in resolved if k.startswith(f"{section}.{other}.")]
+                for key in keys:
+                    field = key.rsplit(".", 1)[1]
+                    takes = [m for m, s in section_methods.items() if field in s.model_fields]
+                    problems.append(
+                        f"{said(key)} does not apply to {section} method {name!r} (only to "
+                        f"{', '.join(takes)})"
+                    )
+            if _has(from_file, (section, other)):
+                problems.append(
+                    f"{file}: [{section}.{other}] does not apply to {section} method {name!r}"
+                )
+    if problems:
+        raise UsageError("; ".join(problems))
+    tree = _merge(_merge(base_tree, from_file), from_cli)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not isinstance(p, int))
-            where = ".".join(str(p) for p in loc) or "config"
-            if _has(from_cli, loc):
-                origin = "command line"
-            elif file is not None and _has(from_file, loc):
-                origin = str(file)
-            else:
-                origin = "config"
-            if err["type"] == "extra_forbidden":
-                problems.append(f"{origin}: unknown key '{where}'")
-            else:
-                problems.append(f"{origin}: {where}: {err['msg']}")
-        raise ConfigError("; ".join(problems)) from None
+        raise _config_error(exc, file, from_file, from_cli, said) from None
 
 
-def to_toml(config: Config) -> str:
-    """Write a config back as TOML (scalars, strings, arrays and nested tables only)."""
+def _config_error(
+    exc: ValidationError,
+    file: Path | None,
+    from_file: Mapping[str, Any],
+    from_cli: Mapping[str, Any],
+    said: Any,
+) -> ConfigError:
+    problems = []
+    usage = False
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
+        # the union's tag ("simclr") sits in the location of a method setting: drop it
+        loc = tuple(p for i, p in enumerate(loc) if not (i == 2 and loc[1] == "method"))
+        if loc[1:2] == ("method",) and loc[0] in SECTION_METHODS:
+            tree_loc = (loc[0], _section_method(loc[0], from_file, from_cli), *loc[2:])
+            if len(loc) == 2:
+                tree_loc = loc
+        else:
+            tree_loc = loc
+        dotted_tree = ".".join(tree_loc)
+        if _has(from_cli, tree_loc):
+            origin, shown, usage = "command line", said(dotted_tree), True
+        elif file is not None and _has(from_file, tree_loc):
+            origin, shown = str(file), dotted_tree
+        else:
+            origin, shown = "config", dotted_tree
+        if err["type"] == "extra_forbidden":
+            hint = _settings_hint(loc)
+            problems.append(f"{origin}: unknown key '{shown}'{hint}")
+        elif err["type"] == "union_tag_invalid":
+            section = loc[0]
+            valid = ", ".join(SECTION_METHODS.get(section, {}))
+            problems.append(f"{origin}: {shown}: unknown method; choose one of: {valid}")
+        else:
+            problems.append(f"{origin}: {shown}: {err['msg']}")
+    error = ConfigError("; ".join(problems))
+    if usage:
+        error.exit_code = 2
+    return error
 
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
+def _settings_hint(loc: tuple[str, ...]) -> str:
+    """Where a key written flat in a method's section (the 0.1 layout) belongs now."""
+    if len(loc) != 2 or loc[0] not in SECTION_METHODS:
+        return ""
+    section, key = loc
+    takes = [m for m, s in SECTION_METHODS[section].items() if key in s.model_fields]
+    if takes:
+        return f": it is a setting of {' and '.join(takes)}, under [{section}.{takes[0]}]"
+    if key in ViewConfig.model_fields or key == "augment_strength":
+        return f": views are set under [{section}.views]"
+    return ""
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):  # a JSON string is a TOML basic string, escapes and all
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def to_toml(config: BaseModel | Mapping[str, Any]) -> str:
+    """Write a config back as TOML that reads back to the same values (scalars, strings with
+    any characters, arrays and nested tables; ``None`` is left out, which reads as the
+    default)."""
     lines: list[str] = []
 
     def table(prefix: str, tree: Mapping[str, Any]) -> None:
@@ -313,9 +653,14 @@ def to_toml(config: Config) -> str:
         tables = {k: v for k, v in tree.items() if isinstance(v, Mapping)}
         if prefix:
             lines.append(f"\n[{prefix}]")
-        lines.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        lines.extend(f"{_key(k)} = {_toml_value(v)}" for k, v in scalars.items())
         for k, v in tables.items():
-            table(f"{prefix}.{k}" if prefix else k, v)
+            table(f"{prefix}.{_key(k)}" if prefix else _key(k), v)
 
-    table("", config.model_dump())
+    table("", config.model_dump() if isinstance(config, BaseModel) else config)
     return "\n".join(lines).lstrip() + "\n"
+
+
+def _key(key: str) -> str:
+    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
+    return key if bare else json.dumps(key, ensure_ascii=False)

@@ -12,8 +12,10 @@ from rich.console import Console
 
 from sketchshot import engine
 from sketchshot.config import Config, PredictConfig, resolve_config
+from sketchshot.data import load_dataset
 
 DEMO_SETTINGS = {
+    "data.split_fractions": (0.7, 0.1, 0.2),  # test classes for "accuracy on unseen classes"
     "pretrain.epochs": 6,
     "pretrain.batch_size": 128,
     "finetune.epochs": 6,
@@ -43,7 +45,7 @@ def write_support_and_queries(
     cfg: Config, out: Path, n_classes: int = 5
 ) -> tuple[Path, list[Path], list[str]]:
     """Write one support PNG per test class and one query PNG each, as a user would have them."""
-    test = engine.load_split(cfg.data, 28, "test")
+    test = load_dataset(cfg.data, 28, "test")
     support_dir, query_dir = out / "support", out / "queries"
     queries, truths = [], []
     for c, name in enumerate(test.class_names[:n_classes]):

@@ -11,7 +11,6 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from rich.console import Console
 
 from sketchshot import __version__
@@ -25,34 +24,41 @@ from sketchshot.bank import (
     save_bank,
 )
 from sketchshot.calibration import DEFAULT_FALSE_REJECT, calibrate
-from sketchshot.checkpoint import load_model, read_sidecar
-from sketchshot.config import Config, DataConfig, EnrollConfig, PredictConfig, Split
+from sketchshot.card import ModelCard, ModelSpec, Preprocessing
+from sketchshot.checkpoint import load_model, load_tensors, read_card
+from sketchshot.config import (
+    Config,
+    DataConfig,
+    EnrollConfig,
+    EvaluateConfig,
+    MethodSettings,
+    PredictConfig,
+    Split,
+)
 from sketchshot.data import SketchDataset, load_dataset
 from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
 from sketchshot.data.dataset import filter_classes, match_classes, with_rotations
 from sketchshot.data.episodes import Episode, EpisodeSampler
 from sketchshot.data.folder import load_image_folder
+from sketchshot.data.views import SketchAugment
 from sketchshot.distributed import DistContext, resolve_device
 from sketchshot.encoders import ENCODERS, create_encoder, initialise_encoder
 from sketchshot.errors import CheckpointError, ConfigError, DataError
 from sketchshot.evaluation import embed
-from sketchshot.methods import METHODS, Method, create_method, method_arguments
+from sketchshot.methods import METHODS, Method, create_method
+from sketchshot.methods.ssl.base import TwoViews
 from sketchshot.prediction import BankScorer, Prediction, expand_inputs, predict_paths, progress_bar
 from sketchshot.protocols.report import hardest_classes, per_class_accuracy
 from sketchshot.protocols.run import check_settings, run_protocol
-from sketchshot.runs import RunResult, latest_run, model_spec, train_run
+from sketchshot.runs import RunResult, TrainingJob, latest_run, train_run
+from sketchshot.training import BatchSource, unchanged
 
 __all__ = ["RunResult", "enroll", "evaluate", "finetune", "info", "predict", "pretrain"]
 
 
-def load_split(cfg: DataConfig, image_size: int, split: Split) -> SketchDataset:
-    """One split of the configured data (the built-in glyphs are generated once per process)."""
-    return load_dataset(cfg, image_size, split)
-
-
 def _optional_split(cfg: DataConfig, image_size: int, split: Split) -> SketchDataset | None:
     try:
-        return load_split(cfg, image_size, split)
+        return load_dataset(cfg, image_size, split)
     except DataError:
         return None
 
@@ -64,6 +70,33 @@ def _check_kind(name: str, kind: str) -> None:
         raise ConfigError(f"{name!r} is not a {what} method; choose one of: {valid}")
 
 
+def held_out_note(data: DataConfig, train: SketchDataset, val: SketchDataset | None) -> str:
+    """One line: which classes training leaves out, and why."""
+    n_train = len(train.class_names)
+    test = "; the test split is kept for evaluate" if data.test_classes or (
+        not (data.train_classes or data.val_classes) and data.split_fractions[2] > 0
+    ) else ""
+    if val is None:
+        return (
+            f"training on all {n_train} classes of {train.origin}{test or ''}; nothing is held "
+            "out to validate (--val-classes or --split-fractions would hold some out)"
+        )
+    n_val = len(val.class_names)
+    how = "--val-classes" if data.val_classes else f"--split-fractions {_fractions(data)}"
+    return (
+        f"holding out {n_val} of {n_train + n_val} classes of {train.origin} ({how}) to validate "
+        f"each epoch and keep the best weights{test}; --split-fractions 1 0 0 trains on all"
+    )
+
+
+def _fractions(data: DataConfig) -> str:
+    return " ".join(f"{f:g}" for f in data.split_fractions)
+
+
+def _preprocessing(cfg: Config, image_size: int) -> Preprocessing:
+    return Preprocessing(image_size=image_size, invert=cfg.data.invert)
+
+
 def pretrain(
     cfg: Config,
     out: Path | None = None,
@@ -73,24 +106,25 @@ def pretrain(
 ) -> RunResult:
     """Self-supervised pretraining of an encoder on unlabelled images of the train split."""
     p = cfg.pretrain
-    _check_kind(p.method, "ssl")
+    _check_kind(p.method.name, "ssl")
     torch.manual_seed(cfg.seed)
     image_size = cfg.data.image_size or ENCODERS.get(cfg.encoder.name).default_image_size
-    train = load_split(cfg.data, image_size, "train")
+    train = load_dataset(cfg.data, image_size, "train")
     if len(train) < 2:
         raise DataError(f"pretraining needs at least 2 images, {train.origin} has {len(train)}")
-    spec = model_spec(p.method, cfg.encoder.name, image_size, **method_arguments(p.method, p))
     encoder = create_encoder(cfg.encoder.name, image_size=image_size)
+    init = "random"
     if resume is None:  # before the method copies it (BYOL's target starts as the encoder)
-        spec["init"] = initialise_encoder(encoder, cfg.encoder.init)
-    method = create_method(p.method, encoder, **spec["method_args"])
+        init = initialise_encoder(encoder, cfg.encoder.init)
+    method = create_method(p.method.name, encoder, p.method)
     unique = UniqueClassBatchSampler(train.labels, p.batch_size) if p.unique_class_batches else None
+    augment = SketchAugment.from_config(p.views)
 
-    def plan(ctx: DistContext) -> tuple[Any, int]:
+    def batches(ctx: DistContext) -> BatchSource:
         batch_size = max(2, min(p.batch_size, len(train) // ctx.world_size))
         steps = max(1, len(train) // (batch_size * ctx.world_size))
 
-        def batches(rng: np.random.Generator) -> Iterator[torch.Tensor]:
+        def epoch(rng: np.random.Generator) -> Iterator[torch.Tensor]:
             if unique is not None:
                 indices = unique.batches(rng, ctx.rank, ctx.world_size)
             else:
@@ -98,12 +132,33 @@ def pretrain(
             for index in indices:
                 yield train.floats(torch.from_numpy(index))
 
-        return batches, steps
+        return BatchSource(epoch, steps, views=lambda x: TwoViews(augment(x), augment(x)))
 
     val = _optional_split(cfg.data, image_size, "val")
-    console = console or Console(stderr=True)
-    return train_run(
-        "pretrain", cfg, p, method, spec, train, val, plan, 1, out, resume, quiet, console
+    job = TrainingJob(
+        command="pretrain",
+        cfg=cfg,
+        section=p,
+        method=method,
+        model=model_spec(p.method, cfg.encoder.name, image_size, init),
+        preprocessing=_preprocessing(cfg, image_size),
+        train=train,
+        val=val,
+        batches=batches,
+        notes=(held_out_note(cfg.data, train, val),),
+    )
+    return train_run(job, out, resume, quiet, console)
+
+
+def model_spec(settings: MethodSettings, encoder: str, image_size: int, init: str) -> ModelSpec:
+    """The card's ``model`` block: registry names and arguments to rebuild the network."""
+    return ModelSpec(
+        method=settings.name,
+        kind=METHODS.get(settings.name).kind,
+        method_args=settings.arguments(),
+        encoder=encoder,
+        encoder_args={"image_size": image_size},
+        init=init,
     )
 
 
@@ -124,16 +179,16 @@ def finetune(
     console: Console | None = None,
 ) -> RunResult:
     """Episodic N-way K-shot training, from scratch or from a pretrained (or fine-tuned) run."""
-    console = console or Console(stderr=True)
     f = cfg.finetune
-    _check_kind(f.method, "fewshot")
+    name = f.method.name
+    _check_kind(name, "fewshot")
     torch.manual_seed(cfg.seed)
     init = resolve_init(f.init) if resume is None else None
     encoder_name, image_size, init_state = cfg.encoder.name, cfg.data.image_size, None
     if init is not None:
-        source, meta = load_model(init)
-        encoder_name = meta["model"]["encoder"]
-        saved_size = meta["preprocessing"]["image_size"]
+        source, card = load_model(init)
+        encoder_name = card.model.encoder
+        saved_size = card.preprocessing.image_size
         if image_size is not None and image_size != saved_size:
             raise ConfigError(f"--image-size {image_size} differs from {init}'s {saved_size}")
         image_size = saved_size
@@ -146,30 +201,29 @@ def finetune(
             "data": cfg.data.model_copy(update={"image_size": image_size}),
         }
     )
-    train = load_split(cfg.data, image_size, "train")
+    train = load_dataset(cfg.data, image_size, "train")
     if f.rotation_classes:
         train = with_rotations(train)
     sampler = EpisodeSampler(train.labels, f.n_way, f.n_shot, f.n_query, train.class_names)
-    spec = model_spec(f.method, encoder_name, image_size, **method_arguments(f.method, f))
     encoder = create_encoder(encoder_name, image_size=image_size)
-    method = create_method(f.method, encoder, **spec["method_args"])
+    method = create_method(name, encoder, f.method)
+    started = "random"
     if init_state is not None:
         method.encoder.load_state_dict(init_state)
-        spec["init"] = str(init)
+        started = str(init)
     elif resume is None:
-        encoder_init = "imagenet" if f.init == "imagenet" else cfg.encoder.init
-        spec["init"] = initialise_encoder(method.encoder, encoder_init)
+        started = initialise_encoder(
+            method.encoder, "imagenet" if f.init == "imagenet" else cfg.encoder.init
+        )
     if f.freeze_encoder and not any(
-        not name.startswith("encoder.") for name, _ in method.named_parameters()
+        not n.startswith("encoder.") for n, _ in method.named_parameters()
     ):
-        raise ConfigError(f"--freeze-encoder leaves {f.method} nothing to train: it has no head")
-    if not quiet and spec.get("init", "random") != "random":
-        console.print(f"encoder initialised from {spec['init']}")
-
+        raise ConfigError(f"--freeze-encoder leaves {name} nothing to train: it has no head")
     if f.freeze_encoder:
         method.encoder.requires_grad_(False)
+    augment = SketchAugment.from_config(f.views)
 
-    def plan(ctx: DistContext) -> tuple[Any, int]:
+    def batches(ctx: DistContext) -> BatchSource:
         cache: list[torch.Tensor] = []
 
         def take(index: np.ndarray) -> torch.Tensor:
@@ -179,7 +233,7 @@ def finetune(
                 cache.append(embed(method, train.images, ctx.device).cpu())
             return cache[0][torch.from_numpy(index)]
 
-        def batches(rng: np.random.Generator) -> Iterator[Episode]:
+        def epoch(rng: np.random.Generator) -> Iterator[Episode]:
             rng = np.random.default_rng([int(rng.integers(2**31)), ctx.rank])  # own episodes
             while True:
                 ep = sampler.sample(rng)
@@ -187,12 +241,27 @@ def finetune(
                     take(ep.support), ep.support_labels, take(ep.query), ep.query_labels, f.n_way
                 )
 
-        return batches, f.episodes_per_epoch
+        views = unchanged if f.freeze_encoder else lambda ep: ep.augmented(augment)
+        return BatchSource(epoch, f.episodes_per_epoch, views)
 
     val = _optional_split(cfg.data, image_size, "val")
-    return train_run(
-        "finetune", cfg, f, method, spec, train, val, plan, f.n_shot, out, resume, quiet, console
+    notes = [held_out_note(cfg.data, train, val)]
+    if started != "random":
+        notes.append(f"encoder initialised from {started}")
+    job = TrainingJob(
+        command="finetune",
+        cfg=cfg,
+        section=f,
+        method=method,
+        model=model_spec(f.method, encoder_name, image_size, started),
+        preprocessing=_preprocessing(cfg, image_size),
+        train=train,
+        val=val,
+        batches=batches,
+        val_shots=f.n_shot,
+        notes=tuple(notes),
     )
+    return train_run(job, out, resume, quiet, console)
 
 
 HARDEST_SHOWN = 5
@@ -203,7 +272,9 @@ class EvalResult:
     """What ``evaluate`` measured and everything needed to reproduce it. ``accuracy`` and
     ``ci95`` are the protocol's headline figure (``figures[0]``): the mean episode accuracy,
     kNN with a labelled fraction and k=5, the linear probe, or 1 - the mean error rate of the
-    one-shot runs. ``n_way``..``episodes`` are None outside the episode protocol."""
+    one-shot runs; ``n_way`` is the number of classes each of its queries is told among (every
+    evaluated class for kNN and the linear probe) and ``chance`` = 1 / n_way. ``n_shot``..
+    ``episodes`` are None outside the episode protocol."""
 
     model: str
     model_sha256: str
@@ -212,7 +283,7 @@ class EvalResult:
     n_classes: int
     n_images: int
     protocol: str
-    n_way: int | None
+    n_way: int
     n_shot: int | None
     n_query: int | None
     episodes: int | None
@@ -220,6 +291,7 @@ class EvalResult:
     tta: int
     accuracy: float
     ci95: float
+    chance: float
     figures: list[dict[str, Any]]
     per_class: dict[str, dict[str, Any]]  # class -> correct, total, accuracy
     hardest: list[dict[str, Any]]
@@ -250,9 +322,10 @@ def evaluate(
     model = model or latest_run()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    method, meta = load_model(model, device)
+    method, card = load_model(model, device)
+    cfg = cfg.model_copy(update={"evaluate": evaluation_split(cfg, card)})
     done = run_protocol(
-        method, meta["preprocessing"], cfg, device, episodes_out, save_grid, save_confusion
+        method, card.preprocessing, cfg, device, episodes_out, save_grid, save_confusion
     )
     report, e = done.report, cfg.evaluate
     per_class = (
@@ -263,13 +336,13 @@ def evaluate(
     episodes = report.details.get("episodes", {})
     return EvalResult(
         model=str(model),
-        model_sha256=meta["sha256"],
+        model_sha256=card.sha256,
         data=done.origin,
         split=done.split,
         n_classes=done.n_classes,
         n_images=done.n_images,
         protocol=e.protocol,
-        n_way=episodes.get("n_way"),
+        n_way=report.figures[0].n_way,
         n_shot=episodes.get("n_shot"),
         n_query=episodes.get("n_query"),
         episodes=episodes.get("count"),
@@ -277,6 +350,7 @@ def evaluate(
         tta=e.tta,
         accuracy=report.figures[0].accuracy,
         ci95=report.figures[0].ci95,
+        chance=report.figures[0].chance,
         figures=[asdict(f) for f in report.figures],
         per_class=per_class,
         hardest=hardest_classes(per_class, HARDEST_SHOWN),
@@ -294,14 +368,26 @@ def evaluate(
 
 def saved_config(model: Path | None) -> Config:
     """The resolved config a model was trained with (the base that evaluate's options refine)."""
-    meta = read_sidecar(model or latest_run())
-    try:
-        return Config.model_validate(meta.get("config", {}))
-    except ValidationError as exc:
-        raise CheckpointError(
-            f"{meta['_sidecar']}: its config does not fit this sketchshot ({exc.error_count()} "
-            "problem(s)); pass --data and --config explicitly"
-        ) from None
+    return read_card(model or latest_run()).run_config()
+
+
+def evaluation_split(cfg: Config, card: ModelCard) -> EvaluateConfig:
+    """``cfg.evaluate`` with ``split = "auto"`` decided: the test split where the data holds
+    one out, every class of data other than the model's training data, else an error."""
+    e, data = cfg.evaluate, cfg.data
+    if e.split != "auto":
+        return e
+    explicit = data.train_classes or data.val_classes or data.test_classes
+    if data.test_classes or (not explicit and data.split_fractions[2] > 0) or e.protocol == "runs":
+        return e.model_copy(update={"split": "test"})
+    trained_on = card.config.get("data", {}).get("source") if card.config else None
+    if trained_on is not None and trained_on != data.source:
+        return e.model_copy(update={"split": "all"})
+    raise DataError(
+        f"{card.file} was trained on {data.source} with no test split held out: evaluate it on "
+        "other data (--data), or pass --split val (the classes that picked its best epoch) or "
+        "--split all"
+    )
 
 
 @dataclass(frozen=True)
@@ -331,10 +417,10 @@ def _bank_model(
                 f"{where} was encoded with {model}, which is not there any more; pass --model RUN"
             )
     path = model or latest_run()
-    method, meta = load_model(path, device)
+    method, card = load_model(path, device)
     if bank is not None:
-        check_model(bank, meta, path, where)
-    return method, meta, path
+        check_model(bank, card, where)
+    return method, card, path
 
 
 def _removed_classes(bank: ClassBank, patterns: Sequence[str], where: str) -> set[str]:
@@ -377,9 +463,9 @@ def enroll(cfg: EnrollConfig) -> EnrollResult:
         dropped = _removed_classes(old, cfg.remove, where)
         bank, removed = old.without(dropped), tuple(sorted(dropped))
     if cfg.support is not None:
-        method, meta, model_path = _bank_model(cfg.model, old, where, device)
-        pre = meta["preprocessing"]
-        support = load_image_folder(cfg.support, pre["image_size"], pre["invert"])
+        method, card, _ = _bank_model(cfg.model, old, where, device)
+        pre = card.preprocessing
+        support = load_image_folder(cfg.support, pre.image_size, pre.invert)
         support = filter_classes(support, cfg.classes, ())
         if cfg.shots is not None:
             support = support.first_per_class(cfg.shots)
@@ -390,7 +476,7 @@ def enroll(cfg: EnrollConfig) -> EnrollResult:
                 f"{', '.join(clash[:5])}{', ...' if len(clash) > 5 else ''}; pass --replace to "
                 "encode them again from it"
             )
-        new = encode_support(method, meta, model_path, support, device)
+        new = encode_support(method, card, support, device)
         kept = set(bank.class_names) - set(clash) if bank is not None else set()
         bank = bank.without(set(clash)).merged(new) if bank is not None and kept else new
         added = support.class_names
@@ -417,7 +503,7 @@ def enroll(cfg: EnrollConfig) -> EnrollResult:
         classes=dict(zip(bank.class_names, bank.counts(), strict=True)),
         added=tuple(added),
         removed=removed,
-        threshold=bank.threshold.as_dict() if bank.threshold else None,
+        threshold=bank.threshold.model_dump() if bank.threshold else None,
         notes=tuple(notes),
         seconds=round(time.perf_counter() - start, 2),
     )
@@ -433,7 +519,9 @@ class PredictionRun:
     class_names: tuple[str, ...]
     threshold: float | None
     threshold_from: str | None
-    paths: list[str]
+    # the image paths: a list, or with ``-`` (stdin) an iterator that ``rows`` consumes as
+    # paths arrive; read the rows, not this
+    paths: Sequence[str] | Iterator[str]
     rows: Iterator[Prediction]
 
 
@@ -460,20 +548,23 @@ def predict(
         method, _, model_path = _bank_model(cfg.model, bank, where, device)
     else:
         where = str(cfg.support)
-        method, meta, model_path = _bank_model(cfg.model, None, where, device)
-        pre = meta["preprocessing"]
-        support = load_image_folder(cfg.support, pre["image_size"], pre["invert"])
-        bank = encode_support(method, meta, model_path, support, device)
+        method, card, model_path = _bank_model(cfg.model, None, where, device)
+        pre = card.preprocessing
+        support = load_image_folder(cfg.support, pre.image_size, pre.invert)
+        bank = encode_support(method, card, support, device)
     threshold, threshold_from = cfg.reject_below, "--reject-below"
     if threshold is None and bank.threshold is not None:
         threshold, threshold_from = bank.threshold.value, f"calibrated in {where}"
-    paths = expand_inputs(cfg.inputs, stdin)
+    paths: Sequence[str] | Iterator[str] = expand_inputs(cfg.inputs, stdin)
+    if "-" not in cfg.inputs:  # no stdin: expand now, for the progress bar's total
+        paths = list(paths)
     scorer = BankScorer(method, bank, device)
     console = console or Console(stderr=True)
 
     def rows() -> Iterator[Prediction]:
         with progress_bar(console, disable=quiet or not console.is_terminal) as progress:
-            task = progress.add_task("predict", total=len(paths))
+            total = len(paths) if isinstance(paths, list) else None  # stdin: not known
+            task = progress.add_task("predict", total=total)
             yield from predict_paths(
                 scorer,
                 paths,
@@ -495,7 +586,8 @@ def predict(
     )
 
 
-def info(model: Path | None) -> dict[str, Any]:
-    meta = read_sidecar(model or latest_run())
-    meta.pop("_sidecar", None)
-    return meta
+def info(model: Path | None) -> ModelCard:
+    """The card of a saved model, its weights' hash checked (a CheckpointError otherwise)."""
+    card = read_card(model or latest_run())
+    load_tensors(card.weights_path, card.sha256)
+    return card

@@ -29,3 +29,7 @@ class TrainingInterrupted(SketchshotError):
     """Training stopped by Ctrl-C after writing the ``last`` checkpoint."""
 
     exit_code = 130
+
+
+class UsageError(ConfigError):
+    """An option or key that does not apply to what was chosen (``--temperature`` with BYOL)."""

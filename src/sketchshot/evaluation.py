@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.episodes import EpisodeIndex, EpisodeSampler
 from sketchshot.data.views import SketchAugment
 from sketchshot.methods import Method
@@ -181,27 +180,3 @@ def score_episodes(
     drawn = draw_episodes(labels, n_way, n_shot, n_query, episodes, seed, class_names)
     accuracies = episode_accuracies(predict_episodes(method, embeddings, drawn), drawn)
     return EpisodeScores(accuracies, n_way, n_shot, n_query)
-
-
-def evaluate_dataset(
-    method: Method,
-    dataset: SketchDataset,
-    device: torch.device,
-    n_way: int,
-    n_shot: int,
-    n_query: int,
-    episodes: int,
-    seed: int,
-) -> EpisodeScores:
-    embeddings = embed(method, dataset.images, device)
-    return score_episodes(
-        method,
-        embeddings,
-        dataset.labels,
-        n_way,
-        n_shot,
-        n_query,
-        episodes,
-        seed,
-        dataset.class_names,
-    )

@@ -1,14 +1,17 @@
 """Streaming prediction: turn inputs (files, folders, globs, ``-`` for stdin) into image paths,
 then read, embed and score them a batch at a time against a class bank, yielding one
-``Prediction`` per path. At most two batches of images are in memory: the one being scored
-and the next, which threads decode meanwhile. An unreadable file becomes a row with an error."""
+``Prediction`` per path. Paths are expanded lazily, so paths piped on stdin are labelled as
+they arrive. At most two batches of images are in memory: the one being scored and the next,
+which threads decode meanwhile. An unreadable file becomes a row with an error."""
 
 from __future__ import annotations
 
 import dataclasses
 import glob
 import os
-from collections.abc import Callable, Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +30,9 @@ from rich.progress import (
 )
 
 from sketchshot.bank import ClassBank, class_probabilities, nearest_class_similarity
-from sketchshot.data.folder import IMAGE_SUFFIXES, decode_sketch
-from sketchshot.errors import SketchshotError
+from sketchshot.card import Preprocessing
+from sketchshot.data.folder import IMAGE_SUFFIXES, decode_sketch, read_image_bytes
+from sketchshot.errors import DataError, SketchshotError
 from sketchshot.evaluation import embed
 from sketchshot.methods import Method
 
@@ -87,26 +91,27 @@ def _expand(item: str, patterns: bool) -> list[str]:
     return out or [item]  # a pattern that matches nothing is reported as a failed row
 
 
-def expand_inputs(inputs: Sequence[str], stdin: TextIO | None = None) -> list[str]:
-    """Image paths of ``inputs`` in order: a file as given, a folder's images (recursively,
-    sorted), a glob's matching images (sorted; ``**`` recurses), and for ``-`` the paths read
-    from ``stdin``, one a line (taken literally, not as patterns)."""
-    out: list[str] = []
+def expand_inputs(inputs: Sequence[str], stdin: TextIO | None = None) -> Iterator[str]:
+    """Image paths of ``inputs`` in order, expanded lazily: a file as given, a folder's images
+    (recursively, sorted), a glob's matching images (sorted; ``**`` recurses), and for ``-``
+    the paths read from ``stdin``, one a line (taken literally, not as patterns), each as soon
+    as its line arrives."""
     for item in inputs:
-        if item == "-":
-            lines = (stdin.read() if stdin is not None else "").splitlines()
-            for line in lines:
+        if item != "-":
+            yield from _expand(item, patterns=True)
+            continue
+        try:
+            for line in stdin if stdin is not None else ():
                 if line.strip():
-                    out += _expand(line.rstrip("\r"), patterns=False)
-        else:
-            out += _expand(item, patterns=True)
-    return out
+                    yield from _expand(line.rstrip("\r\n"), patterns=False)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"stdin: a line is not text in its encoding ({exc.reason})") from None
 
 
 def read_image(path: str, image_size: int, invert: Any) -> np.ndarray:
     """uint8 [S, S] of one image file; a ``SketchshotError`` saying why when it cannot be read."""
     try:
-        data = Path(path).read_bytes()
+        data = read_image_bytes(path, path)
     except FileNotFoundError:
         what = "no file matches" if _has_magic(path) else "no such file:"
         raise SketchshotError(f"{what} {path}") from None
@@ -115,6 +120,72 @@ def read_image(path: str, image_size: int, invert: Any) -> np.ndarray:
     except OSError as exc:
         raise SketchshotError(f"cannot read {path}: {exc.strerror or exc}") from None
     return decode_sketch(data, image_size, invert, path)
+
+
+class PathFeed:
+    """Paths taken a batch at a time. A sequence is sliced; any other iterable (paths read
+    from stdin, expanded lazily) is read by a thread, so that a batch is what has arrived and
+    labelling never waits for input that is not there yet."""
+
+    _END = object()
+
+    def __init__(self, paths: Iterable[str], batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.sequence = paths if isinstance(paths, Sequence) else None
+        self.start = 0
+        self.done = False
+        self.error: Exception | None = None
+        if self.sequence is None:
+            # bounded, so that a fast producer (find over a huge tree) keeps memory flat
+            self.arrived: queue.Queue[object] = queue.Queue(maxsize=4 * batch_size)
+            self.stop = threading.Event()
+            self.reader = threading.Thread(target=self._read, args=(iter(paths),), daemon=True)
+            self.reader.start()
+
+    def _put(self, item: object) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.arrived.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self, paths: Iterator[str]) -> None:
+        try:
+            for path in paths:
+                if not self._put(path):
+                    return
+        except Exception as exc:  # handed to the consumer, raised in its thread
+            self._put(exc)
+        self._put(self._END)
+
+    def take(self, wait: bool) -> list[str]:
+        """The next paths, at most ``batch_size``. With ``wait``, at least one unless the
+        input has ended; without, only those that have arrived (maybe none)."""
+        if self.sequence is not None:
+            sliced = list(self.sequence[self.start : self.start + self.batch_size])
+            self.start += len(sliced)
+            return sliced
+        batch: list[str] = []
+        while not self.done and len(batch) < self.batch_size:
+            try:
+                item = self.arrived.get(block=wait and not batch)
+            except queue.Empty:
+                break
+            if item is self._END:
+                self.done = True
+            elif isinstance(item, Exception):
+                self.done, self.error = True, item
+            else:
+                batch.append(item)  # type: ignore[arg-type]
+        if wait and not batch and self.error is not None:  # once the paths before it are out
+            raise self.error
+        return batch
+
+    def close(self) -> None:
+        if self.sequence is None:
+            self.stop.set()
 
 
 class BankScorer:
@@ -174,31 +245,40 @@ def _scored(
 
 def predict_paths(
     scorer: BankScorer,
-    paths: Sequence[str],
-    preprocessing: dict[str, Any],
+    paths: Iterable[str],
+    preprocessing: Preprocessing,
     batch_size: int = 256,
     top_k: int = 3,
     reject_below: float | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Iterator[Prediction]:
-    """One ``Prediction`` per path, in order, ``batch_size`` images at a time; ``on_batch(n)``
-    after each batch of n paths. A query is labelled ``unknown`` when its similarity to the
-    nearest class is below ``reject_below``."""
-    size, invert = preprocessing["image_size"], preprocessing["invert"]
-    with ThreadPoolExecutor(READERS) as pool:
+    """One ``Prediction`` per path, in order, at most ``batch_size`` images at a time;
+    ``on_batch(n)`` after each batch of n paths. ``paths`` may be a lazy iterable (stdin): its
+    paths are labelled as they arrive, in batches of what has arrived. A query is labelled
+    ``unknown`` when its similarity to the nearest class is below ``reject_below``."""
+    size, invert = preprocessing.image_size, preprocessing.invert
+    feed = PathFeed(paths, batch_size)
+    try:
+        with ThreadPoolExecutor(READERS) as pool:
 
-        def submit(start: int) -> list[Future[np.ndarray]]:
-            batch = paths[start : start + batch_size]
-            return [pool.submit(read_image, p, size, invert) for p in batch]
+            def submit(batch: list[str]) -> list[Future[np.ndarray]]:
+                return [pool.submit(read_image, p, size, invert) for p in batch]
 
-        decoding = submit(0)
-        for start in range(0, len(paths), batch_size):
-            # the next batch decodes while this one is embedded, scored and consumed
-            decoded, decoding = decoding, submit(start + batch_size)
-            batch = paths[start : start + batch_size]
-            yield from _scored(scorer, batch, decoded, top_k, reject_below)
-            if on_batch is not None:
-                on_batch(len(batch))
+            batch = feed.take(wait=True)
+            decoding = submit(batch)
+            while batch:
+                # the next batch (what has arrived of it) decodes while this one is scored
+                ahead = feed.take(wait=False)
+                decoded, decoding = decoding, submit(ahead)
+                yield from _scored(scorer, batch, decoded, top_k, reject_below)
+                if on_batch is not None:
+                    on_batch(len(batch))
+                if not ahead:  # wait for input only once this batch's rows are out
+                    ahead = feed.take(wait=True)
+                    decoding = submit(ahead)
+                batch = ahead
+    finally:
+        feed.close()
 
 
 def progress_bar(console: Console, disable: bool) -> Progress:

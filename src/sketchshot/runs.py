@@ -1,5 +1,6 @@
-"""Run folders: where a training run writes, how its sidecar is described, and the part of
-training that pretraining and fine-tuning share (processes, folder, ``fit``, final model)."""
+"""Run folders and the one place a training run is assembled: a ``TrainingJob`` (config,
+model card, method, batch source, data) goes in; processes, the folder, ``fit`` and the final
+model come out. Pretraining and fine-tuning both end here."""
 
 from __future__ import annotations
 
@@ -7,21 +8,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 
 from sketchshot import distributed
-from sketchshot.checkpoint import read_sidecar, save_model
+from sketchshot.card import DataSummary, ModelSpec, Preprocessing
+from sketchshot.checkpoint import atomic_write, read_card, save_model
 from sketchshot.config import Config, TrainingConfig, to_toml
-from sketchshot.data.dataset import CONVENTION, PIXEL_MEAN, PIXEL_STD, SketchDataset
+from sketchshot.data.dataset import SketchDataset
 from sketchshot.errors import CheckpointError, ConfigError
 from sketchshot.evaluation import embed, score_episodes
-from sketchshot.methods import METHODS, Method
-from sketchshot.training import BatchFactory, FitResult, LoopSettings, Validator, fit
+from sketchshot.methods import Method
+from sketchshot.training import BatchSource, FitResult, LoopSettings, Validator, fit
 
 RUNS = Path("runs")
-Plan = Callable[[distributed.DistContext], tuple[BatchFactory, int]]
 
 
 @dataclass
@@ -30,6 +31,36 @@ class RunResult:
     method: str
     fit: FitResult
     metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One training run, as the engine built it from the config and the data.
+
+    ``batches(ctx)`` gives this process's ``BatchSource`` once the processes have joined;
+    ``val_shots`` is the support size of the validation episodes."""
+
+    command: Literal["pretrain", "finetune"]
+    cfg: Config
+    section: TrainingConfig
+    method: Method
+    model: ModelSpec
+    preprocessing: Preprocessing
+    train: SketchDataset
+    val: SketchDataset | None
+    batches: Callable[[distributed.DistContext], BatchSource]
+    val_shots: int = 1
+    notes: tuple[str, ...] = ()  # said once before training (what is held out, the init)
+
+    def card(self) -> dict[str, Any]:
+        """The model card's fields known before training (metrics and hash come later)."""
+        return {
+            "model": self.model,
+            "preprocessing": self.preprocessing,
+            "class_names": self.train.class_names,
+            "data": DataSummary(origin=self.train.origin, images=len(self.train)),
+            "config": self.cfg.model_dump(mode="json"),
+        }
 
 
 def new_run_dir(out: Path | None, command: str, method: str) -> Path:
@@ -45,10 +76,10 @@ def latest_run(kind: str | None = None, root: Path = RUNS) -> Path:
     candidates = []
     for sidecar in root.glob("*/model.json"):
         try:
-            meta = read_sidecar(sidecar)
+            card = read_card(sidecar)
         except CheckpointError:
             continue
-        if kind is None or meta.get("model", {}).get("kind") == kind:
+        if kind is None or card.model.kind == kind:
             candidates.append((sidecar.stat().st_mtime, sidecar.parent))
     if not candidates:
         what = {"ssl": "pretrain", "fewshot": "finetune"}.get(kind or "", "saved")
@@ -56,72 +87,40 @@ def latest_run(kind: str | None = None, root: Path = RUNS) -> Path:
     return max(candidates)[1]
 
 
-def model_spec(method: str, encoder: str, image_size: int, **method_args: Any) -> dict:
-    """The sidecar's ``model`` block: registry names and arguments to rebuild the model."""
-    return {
-        "method": method,
-        "kind": METHODS.get(method).kind,
-        "method_args": method_args,
-        "encoder": encoder,
-        "encoder_args": {"image_size": image_size},
-    }
-
-
-def sidecar_for(spec: dict, cfg: Config, image_size: int, dataset: SketchDataset) -> dict:
-    return {
-        "model": spec,
-        "preprocessing": {
-            "image_size": image_size,
-            "invert": cfg.data.invert,
-            "mean": PIXEL_MEAN,
-            "std": PIXEL_STD,
-            "convention": CONVENTION,
-        },
-        "class_names": list(dataset.class_names),
-        "data": {"origin": dataset.origin, "images": len(dataset)},
-        "config": cfg.model_dump(mode="json"),
-    }
-
-
 def episode_validator(
-    val: SketchDataset | None, n_shot: int, episodes: int, device: Any, seed: int
+    val: SketchDataset | None, section: TrainingConfig, n_shot: int, device: Any, seed: int
 ) -> Validator | None:
-    """5-way (or fewer) ``n_shot`` episodes on held-out classes, scored by the method's own
-    ``score`` on embeddings computed once per validation. For self-supervised methods that is
-    the 1-shot nearest-prototype (kNN) monitor on backbone features."""
-    if val is None or episodes == 0 or len(val.class_names) < 2:
+    """``val_ways``-way (or fewer) ``n_shot`` episodes on held-out classes, scored by the
+    method's own ``score`` on embeddings computed once per validation. For self-supervised
+    methods that is the 1-shot nearest-prototype (kNN) monitor on backbone features."""
+    if val is None or section.val_episodes == 0 or len(val.class_names) < 2:
         return None
-    n_way = min(5, len(val.class_names))
+    n_way = min(section.val_ways, len(val.class_names))
     n_query = min(5, int(val.counts().min()) - n_shot)
     if n_query < 1:  # validation classes too small for an episode: train without it
         return None
 
     def validate(m: Method) -> dict[str, float]:
         emb = embed(m, val.images, device)
-        scores = score_episodes(m, emb, val.labels, n_way, n_shot, n_query, episodes, seed)
+        scores = score_episodes(
+            m, emb, val.labels, n_way, n_shot, n_query, section.val_episodes, seed
+        )
         return {"val_acc": scores.mean}
 
     return validate
 
 
 def train_run(
-    command: str,
-    cfg: Config,
-    section: TrainingConfig,
-    method: Method,
-    spec: dict,
-    train: SketchDataset,
-    val: SketchDataset | None,
-    plan: Plan,
-    val_shots: int,
-    out: Path | None,
-    resume: Path | None,
-    quiet: bool,
-    console: Console,
+    job: TrainingJob,
+    out: Path | None = None,
+    resume: Path | None = None,
+    quiet: bool = False,
+    console: Console | None = None,
 ) -> RunResult:
-    """Join the processes (under torchrun), pick the run folder, ``fit``, save the model.
-
-    ``plan(ctx)`` gives this rank's batch factory and the steps in one epoch."""
+    """Join the processes (under torchrun), pick the run folder, ``fit``, save the model."""
+    console = console or Console(stderr=True)
+    out, resume = (Path(p) if p is not None else None for p in (out, resume))
+    cfg, section, method = job.cfg, job.section, job.method
     ctx = distributed.setup(cfg.device)
     try:
         problem = None
@@ -129,7 +128,7 @@ def train_run(
             run_dir = resume
         elif ctx.is_main:
             try:
-                run_dir = new_run_dir(out, command, spec["method"])
+                run_dir = new_run_dir(out, job.command, job.model.method)
             except ConfigError as exc:
                 run_dir, problem = Path(), str(exc)
         else:
@@ -137,20 +136,21 @@ def train_run(
         run_dir, problem = distributed.broadcast((run_dir, problem), ctx)
         if problem:
             raise ConfigError(problem)
-        image_size = spec["encoder_args"]["image_size"]
-        sidecar = sidecar_for(spec, cfg, image_size, train)
+        card = job.card()
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
+            atomic_write(
+                run_dir / "config.toml",
+                lambda p: p.write_text(to_toml(cfg), encoding="utf-8"),
+            )
 
         def save(stem: str, metrics: dict[str, Any]) -> None:
-            save_model(run_dir / stem, method, sidecar | {"metrics": metrics})
+            save_model(run_dir / stem, method, card | {"metrics": metrics})
 
-        validate = episode_validator(val, val_shots, section.val_episodes, ctx.device, cfg.seed)
-        batches, steps_per_epoch = plan(ctx)
+        validate = episode_validator(job.val, section, job.val_shots, ctx.device, cfg.seed)
+        source = job.batches(ctx)
         settings = LoopSettings(
             epochs=section.epochs,
-            steps_per_epoch=steps_per_epoch,
             optim=section.optim,
             seed=cfg.seed,
             max_minutes=section.max_minutes,
@@ -164,14 +164,19 @@ def train_run(
         )
         if not quiet and ctx.is_main:
             procs = f", {ctx.world_size} processes" if ctx.enabled else ""
+            for note in job.notes:
+                console.print(note, highlight=False, soft_wrap=True)
             console.print(
-                f"[bold]{command}[/] {spec['method']} on {train.origin}: {len(train)} images, "
-                f"{len(train.class_names)} classes, {spec['encoder']} at {image_size}px, "
-                f"device {ctx.device}{procs} -> {run_dir}"
+                f"[bold]{job.command}[/] {job.model.method} on {job.train.origin}: "
+                f"{len(job.train)} images, {len(job.train.class_names)} classes, "
+                f"{job.model.encoder} at {job.preprocessing.image_size}px, "
+                f"device {ctx.device}{procs} -> {run_dir}",
+                highlight=False,
+                soft_wrap=True,
             )
         result = fit(
-            method, batches, settings, run_dir, ctx, save, validate,
-            resume=resume is not None, console=console, quiet=quiet, label=command,
+            method, source, settings, run_dir, ctx, save, validate,
+            resume=resume is not None, console=console, quiet=quiet, label=job.command,
         )  # fmt: skip
         metrics = {
             "epochs": result.epochs,
@@ -187,4 +192,4 @@ def train_run(
         distributed.barrier(ctx)
     finally:
         distributed.teardown(ctx)
-    return RunResult(run_dir, spec["method"], result, metrics)
+    return RunResult(run_dir, job.model.method, result, metrics)

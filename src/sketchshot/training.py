@@ -5,6 +5,7 @@ Ctrl-C, metrics logging and the progress bar; a method only supplies ``training_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -16,14 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from safetensors.torch import load_file
 from torch import nn
 
@@ -32,10 +26,27 @@ from sketchshot.config import OptimConfig
 from sketchshot.distributed import DistContext, resolve_device  # noqa: F401  (re-exported)
 from sketchshot.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from sketchshot.methods import Method
+from sketchshot.progress import progress_bar
 
 BatchFactory = Callable[[np.random.Generator], Iterator[Any]]
 Validator = Callable[[Method], dict[str, float]]
 ModelSaver = Callable[[str, dict[str, float]], None]
+
+
+def unchanged(batch: Any) -> Any:
+    return batch
+
+
+@dataclass(frozen=True)
+class BatchSource:
+    """This process's training batches. ``batches(rng)`` yields one epoch's batches on the
+    CPU, seeded by (seed, epoch) so that a resumed run sees the same ones; ``views`` turns a
+    batch, once on the device, into what the method's ``training_step`` takes (the data side's
+    augmentation: two views of each image for SSL, jittered episodes for few-shot)."""
+
+    batches: BatchFactory
+    steps_per_epoch: int
+    views: Callable[[Any], Any] = unchanged
 
 
 def make_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -66,6 +77,24 @@ def lr_factor(
 
 
 @dataclass
+class LoopState:
+    """Where a run is: what ``--resume`` restores from ``checkpoints/last.json``."""
+
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0
+    step: int = 0  # optimiser steps in all
+    best: float | None = None  # the best monitored value so far, at epoch best_epoch
+    best_epoch: int | None = None
+    stale: int = 0  # validations since the best one
+    seconds: float = 0.0
+    images: int = 0
+
+    @classmethod
+    def fields(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+
+@dataclass
 class FitResult:
     epochs: int
     steps: int
@@ -79,7 +108,6 @@ class FitResult:
 @dataclass(frozen=True)
 class LoopSettings:
     epochs: int
-    steps_per_epoch: int
     optim: OptimConfig
     seed: int
     max_minutes: float | None = None
@@ -99,14 +127,14 @@ class Trainer:
     def __init__(
         self,
         method: Method,
-        batches: BatchFactory,
+        source: BatchSource,
         settings: LoopSettings,
         run_dir: Path,
         ctx: DistContext,
         save_model: ModelSaver,
         validate: Validator | None,
     ) -> None:
-        self.method, self.batches, self.settings = method.to(ctx.device), batches, settings
+        self.method, self.source, self.settings = method.to(ctx.device), source, settings
         self.ctx, self.device = ctx, ctx.device
         self.save_model, self.validate = save_model, validate
         cuda = ctx.device.type == "cuda"
@@ -126,28 +154,20 @@ class Trainer:
             raise ConfigError("nothing to train: every parameter is frozen")
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = make_optimizer(groups, settings.optim)
-        self.total_steps = settings.epochs * settings.steps_per_epoch
+        self.total_steps = settings.epochs * source.steps_per_epoch
         self.ckpt = run_dir / "checkpoints"
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = run_dir / "metrics.jsonl"
-        self.loop: dict[str, Any] = {
-            "epoch": 0,
-            "step_in_epoch": 0,
-            "step": 0,
-            "best": None,
-            "best_epoch": None,
-            "stale": 0,
-            "seconds": 0.0,
-            "images": 0,
-        }
+        self.loop = LoopState()
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.board = tensorboard_writer(run_dir) if ctx.is_main else None
 
     def restore(self) -> None:
         """Continue from ``checkpoints/last``: weights, optimiser, RNG, counters, best weights."""
-        self.loop = load_training_state(self.ckpt / "last", self.method, self.optimizer)
+        saved = load_training_state(self.ckpt / "last", self.method, self.optimizer)
+        self.loop = LoopState(**{k: v for k, v in saved.items() if k in LoopState.fields()})
         if (self.ckpt / "best.safetensors").exists():
             self.best_state = load_file(str(self.ckpt / "best.safetensors"))
         if self.metrics_path.exists():
@@ -167,27 +187,31 @@ class Trainer:
 
     def save_last(self) -> None:
         if self.ctx.is_main:
-            save_training_state(self.ckpt / "last", self.method, self.optimizer, self.loop)
+            save_training_state(
+                self.ckpt / "last", self.method, self.optimizer, dataclasses.asdict(self.loop)
+            )
 
     def elapsed(self) -> float:
         """Fraction of the time limit used so far (0 without one)."""
         limit = self.settings.max_minutes
-        return min(1.0, self.loop["seconds"] / (limit * 60)) if limit else 0.0
+        return min(1.0, self.loop.seconds / (limit * 60)) if limit else 0.0
 
     def step(self, batch: Any) -> dict[str, float]:
         """One optimiser step: schedule, forward, backward, clip, step, EMA hook."""
         s, loop = self.settings, self.loop
         lr = s.optim.lr * lr_factor(
-            s.optim, loop["step"], s.steps_per_epoch, self.total_steps, self.elapsed()
+            s.optim, loop.step, self.source.steps_per_epoch, self.total_steps, self.elapsed()
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
+        batch = batch.to(self.device)
+        images = len(batch)
         with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self.model(batch.to(self.device))
+            out = self.model(self.source.views(batch))
         loss = out["loss"]
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"training diverged: the loss became {loss.item()} at step {loop['step']}; "
+                f"training diverged: the loss became {loss.item()} at step {loop.step}; "
                 "try a lower --lr"
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -203,96 +227,99 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.method.after_step(max((loop["step"] + 1) / self.total_steps, self.elapsed()))
-        loop["step"] += 1
-        loop["step_in_epoch"] += 1
-        loop["images"] += len(batch) * self.ctx.world_size
+        self.method.after_step(max((loop.step + 1) / self.total_steps, self.elapsed()))
+        loop.step += 1
+        loop.step_in_epoch += 1
+        loop.images += images * self.ctx.world_size
         return {"loss": loss.item(), "lr": lr} | {k: float(v) for k, v in out["metrics"].items()}
 
     def end_epoch(self, record: dict[str, Any], last: bool = False) -> None:
         """Validate (every ``val_every`` epochs and at the end), log, keep ``best`` by the
         monitored value, write ``last`` (rank 0)."""
         s, loop = self.settings, self.loop
-        loop["epoch"] += 1
-        loop["step_in_epoch"] = 0
+        loop.epoch += 1
+        loop.step_in_epoch = 0
         if not self.ctx.is_main:
             return
-        if self.validate is not None and (loop["epoch"] % s.val_every == 0 or last):
+        if self.validate is not None and (loop.epoch % s.val_every == 0 or last):
             self.method.eval()
             record.update(self.validate(self.method))
         self.log(record)
         self.history.append(record)
         score = record.get(s.monitor)
         if score is not None:
-            if loop["best"] is None or (
-                score < loop["best"] if s.monitor == "loss" else score > loop["best"]
+            if loop.best is None or (
+                score < loop.best if s.monitor == "loss" else score > loop.best
             ):
-                loop["best"], loop["best_epoch"], loop["stale"] = score, loop["epoch"], 0
+                loop.best, loop.best_epoch, loop.stale = score, loop.epoch, 0
                 self.best_state = {
                     k: v.detach().cpu().clone() for k, v in self.method.state_dict().items()
                 }
                 self.save_model("checkpoints/best", record)
             else:
-                loop["stale"] = loop.get("stale", 0) + 1  # validations without improvement
-        if s.checkpoint_every and loop["epoch"] % s.checkpoint_every == 0:
-            self.save_model(f"checkpoints/epoch_{loop['epoch']}", record)
+                loop.stale = loop.stale + 1  # validations without improvement
+        if s.checkpoint_every and loop.epoch % s.checkpoint_every == 0:
+            self.save_model(f"checkpoints/epoch_{loop.epoch}", record)
         self.save_last()
 
     def out_of_time(self) -> bool:
         """The time limit, decided on rank 0 and shared so that every rank stops together."""
         limit = self.settings.max_minutes
-        over = bool(limit) and self.loop["seconds"] > limit * 60
-        if self.ctx.enabled:
-            flag = torch.tensor([float(over)], device=self.device)
-            torch.distributed.broadcast(flag, src=0)
-            over = bool(flag.item())
-        return over
+        return self.rank0_says(bool(limit) and self.loop.seconds > limit * 60)
+
+    def rank0_says(self, flag: bool) -> bool:
+        """Rank 0's ``flag`` on every rank (itself without torchrun)."""
+        if not self.ctx.enabled:
+            return flag
+        shared = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.broadcast(shared, src=0)
+        return bool(shared.item())
 
     def run(self, progress: Progress, label: str) -> str:
         """Epochs until done or out of time; returns why it stopped ("done" or "time")."""
         s, loop = self.settings, self.loop
-        start = time.perf_counter() - loop["seconds"]
-        first = (loop["images"], loop["seconds"])
-        task = progress.add_task(label, total=self.total_steps, completed=loop["step"], status="")
-        while loop["epoch"] < s.epochs:
+        start = time.perf_counter() - loop.seconds
+        first = (loop.images, loop.seconds)
+        task = progress.add_task(label, total=self.total_steps, completed=loop.step, status="")
+        while loop.epoch < s.epochs:
             self.method.train()
-            batches = self.batches(np.random.default_rng([s.seed, loop["epoch"]]))
-            for _ in range(loop["step_in_epoch"]):  # resumed mid-epoch: skip what was done
+            batches = self.source.batches(np.random.default_rng([s.seed, loop.epoch]))
+            for _ in range(loop.step_in_epoch):  # resumed mid-epoch: skip what was done
                 next(batches)
             sums: dict[str, float] = {}
             for batch in batches:
-                if loop["step_in_epoch"] >= s.steps_per_epoch:
+                if loop.step_in_epoch >= self.source.steps_per_epoch:
                     break
                 values = self.step(batch)
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v
-                loop["seconds"] = time.perf_counter() - start
-                rate = (loop["images"] - first[0]) / max(1e-9, loop["seconds"] - first[1])
+                loop.seconds = time.perf_counter() - start
+                rate = (loop.images - first[0]) / max(1e-9, loop.seconds - first[1])
                 shown = " ".join(f"{k} {v:.3g}" for k, v in values.items() if k != "lr")
                 progress.update(
-                    task, advance=1, status=f"ep {loop['epoch'] + 1} {shown} {rate:.0f} img/s"
+                    task, advance=1, status=f"ep {loop.epoch + 1} {shown} {rate:.0f} img/s"
                 )
-                if loop["step"] % s.log_every == 0:
+                if loop.step % s.log_every == 0:
                     self.log(
                         {
-                            "step": loop["step"],
-                            "epoch": loop["epoch"],
+                            "step": loop.step,
+                            "epoch": loop.epoch,
                             **values,
                             "images_per_s": rate,
-                            "seconds": loop["seconds"],
+                            "seconds": loop.seconds,
                         }
                     )
                 if self.out_of_time():
                     break
-            n = max(1, loop["step_in_epoch"])
+            n = max(1, loop.step_in_epoch)
             record = {
                 "event": "epoch_end",
-                "epoch": loop["epoch"] + 1,
-                "step": loop["step"],
+                "epoch": loop.epoch + 1,
+                "step": loop.step,
                 **{k: v / n for k, v in sums.items()},
-                "seconds": loop["seconds"],
+                "seconds": loop.seconds,
             }
-            self.end_epoch(record, last=loop["epoch"] + 1 >= s.epochs or self.out_of_time())
+            self.end_epoch(record, last=loop.epoch + 1 >= s.epochs or self.out_of_time())
             progress.update(
                 task,
                 status=" ".join(
@@ -308,12 +335,7 @@ class Trainer:
     def patience_ran_out(self) -> bool:
         """No better validation for ``patience`` validations (decided on rank 0, shared)."""
         s, loop = self.settings, self.loop
-        stop = bool(s.patience and loop.get("stale", 0) >= s.patience)
-        if self.ctx.enabled:
-            flag = torch.tensor([float(stop)], device=self.device)
-            torch.distributed.broadcast(flag, src=0)
-            stop = bool(flag.item())
-        return stop
+        return self.rank0_says(bool(s.patience and loop.stale >= s.patience))
 
 
 def tensorboard_writer(run_dir: Path) -> Any:
@@ -327,7 +349,7 @@ def tensorboard_writer(run_dir: Path) -> Any:
 
 def fit(
     method: Method,
-    batches: BatchFactory,
+    source: BatchSource,
     settings: LoopSettings,
     run_dir: Path,
     device: torch.device | DistContext,
@@ -338,29 +360,21 @@ def fit(
     quiet: bool = False,
     label: str = "train",
 ) -> FitResult:
-    """Train ``method`` for ``settings.epochs`` epochs of ``steps_per_epoch`` batches.
+    """Train ``method`` for ``settings.epochs`` epochs of ``source.steps_per_epoch`` batches.
 
-    ``batches(rng)`` yields one epoch's batches; its generator is seeded by (seed, epoch), so a
-    resumed run sees the same batches. After every epoch: validation (if any), the ``last``
+    After every epoch: validation (if any), the ``last``
     training state, ``best`` weights by ``settings.monitor``; the best weights are loaded back
     into ``method`` at the end. Ctrl-C writes ``last`` and raises ``TrainingInterrupted``.
     Under torchrun, pass the ``DistContext``: rank 0 alone logs and saves."""
     ctx = device if isinstance(device, DistContext) else DistContext(0, 1, device)
-    trainer = Trainer(method, batches, settings, run_dir, ctx, save_model, validate)
+    trainer = Trainer(method, source, settings, run_dir, ctx, save_model, validate)
     if resume:
         trainer.restore()
     if not quiet and settings.amp != "off" and ctx.device.type != "cuda":
         (console or Console(stderr=True)).print(f"--amp {settings.amp} is ignored on {ctx.device}")
-    images0, seconds0 = trainer.loop["images"], trainer.loop["seconds"]
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=console or Console(stderr=True),
-        disable=quiet or not ctx.is_main,
+    images0, seconds0 = trainer.loop.images, trainer.loop.seconds
+    progress = progress_bar(
+        console or Console(stderr=True), disable=quiet or not ctx.is_main, status=True
     )
     try:
         with progress:
@@ -378,11 +392,11 @@ def fit(
         method.load_state_dict(trainer.best_state)
     loop = trainer.loop
     return FitResult(
-        epochs=loop["epoch"],
-        steps=loop["step"],
-        seconds=loop["seconds"],
-        images_per_s=(loop["images"] - images0) / max(1e-9, loop["seconds"] - seconds0),
+        epochs=loop.epoch,
+        steps=loop.step,
+        seconds=loop.seconds,
+        images_per_s=(loop.images - images0) / max(1e-9, loop.seconds - seconds0),
         stopped=stopped,
         history=trainer.history,
-        best={"epoch": loop["best_epoch"], settings.monitor: loop["best"]},
+        best={"epoch": loop.best_epoch, settings.monitor: loop.best},
     )

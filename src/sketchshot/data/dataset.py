@@ -10,10 +10,6 @@ import torch
 
 from sketchshot.errors import DataError
 
-PIXEL_MEAN = 0.5
-PIXEL_STD = 0.5
-CONVENTION = "strokes bright on dark, pixel values in [0, 1] before normalisation"
-
 
 @dataclass(frozen=True)
 class SketchDataset:

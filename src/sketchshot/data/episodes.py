@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +45,12 @@ class Episode:
     def __len__(self) -> int:
         return int(self.support.shape[0] + self.query.shape[0])
 
+    def augmented(self, views: Callable[[torch.Tensor], torch.Tensor]) -> Episode:
+        """The episode with ``views`` applied to its support and query images at once."""
+        n = self.support.shape[0]
+        images = views(torch.cat([self.support, self.query]))
+        return Episode(images[:n], self.support_labels, images[n:], self.query_labels, self.n_way)
+
     def to(self, device: torch.device) -> Episode:
         return Episode(
             self.support.to(device, non_blocking=True),
@@ -52,6 +58,26 @@ class Episode:
             self.query.to(device, non_blocking=True),
             self.query_labels.to(device, non_blocking=True),
             self.n_way,
+        )
+
+
+def refuse_small_classes(
+    counts: Sequence[int],
+    class_names: Sequence[str],
+    need: int,
+    what: str,
+    remedy: str = "drop them with --exclude-classes",
+) -> None:
+    """Refuse, naming up to five of them, the classes with fewer than ``need`` images (their
+    ``counts``): the one "too few images" message, of what needs them ("a 1-shot 5-query
+    episode") and of what to do."""
+    small = [(name, n) for name, n in zip(class_names, counts, strict=True) if n < need]
+    if small:
+        listed = ", ".join(f"{name!r} ({n})" for name, n in small[:5])
+        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+        raise DataError(
+            f"{what} needs {need} images per class; {len(small)} class(es) have fewer: "
+            f"{listed}{more}; {remedy}"
         )
 
 
@@ -73,15 +99,13 @@ class EpisodeSampler:
         n_classes = int(labels_np.max()) + 1 if labels_np.size else 0
         names = class_names or tuple(str(i) for i in range(n_classes))
         self.by_class = [np.flatnonzero(labels_np == c) for c in range(n_classes)]
-        need = n_shot + n_query
-        small = [(names[c], len(ix)) for c, ix in enumerate(self.by_class) if len(ix) < need]
-        if small:
-            listed = ", ".join(f"{n!r} ({k})" for n, k in small[:5])
-            more = f" and {len(small) - 5} more" if len(small) > 5 else ""
-            raise DataError(
-                f"{len(small)} class(es) have fewer than n_shot + n_query = {need} images: "
-                f"{listed}{more}; lower --shots/--queries or drop them with --exclude-classes"
-            )
+        refuse_small_classes(
+            [len(ix) for ix in self.by_class],
+            names[:n_classes],
+            n_shot + n_query,
+            f"a {n_shot}-shot {n_query}-query episode",
+            "lower --shots/--queries or drop them with --exclude-classes",
+        )
         if n_classes < n_way:
             raise DataError(f"{n_way}-way episodes need {n_way} classes, the data has {n_classes}")
         self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query

@@ -1,10 +1,16 @@
 """Image folders ``ROOT/<class>/*.png`` (class paths may nest, as Omniglot's
-``<alphabet>/<character>/``), read from a directory or straight from a ``.zip`` archive."""
+``<alphabet>/<character>/``), read from a directory or straight from a ``.zip`` archive, and
+the decoding of one image file into a sketch."""
 
 from __future__ import annotations
 
 import io
+import os
+import re
+import threading
+import warnings
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -17,6 +23,130 @@ from sketchshot.data.dataset import SketchDataset
 from sketchshot.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# The most bytes read for one image file or zip entry. Scans of drawings are a few MB; the cap
+# keeps a bad file (a 200 MB zip entry, a pipe that never ends) from being read into memory
+# whole before it is refused.
+MAX_IMAGE_BYTES = 64 * 2**20
+NAMED = 10  # unreadable images (or skipped entries) named in one message; the rest are counted
+_WIDE_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}  # values not in 0..255
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_OPENING = threading.Lock()  # warning filters are process-wide: one Image.open at a time
+
+
+class DataWarning(UserWarning):
+    """Something in the data was left out and the user should know; the command goes on."""
+
+
+class UnreadableImage(DataError):
+    """One image that cannot be used: its ``name`` (a path, or ``archive:member``) and the
+    ``reason``, each on one line."""
+
+    def __init__(self, name: str, reason: object) -> None:
+        self.name = name
+        # Pillow names a file it cannot identify by its buffer's repr: say "the file" instead
+        text = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the file", str(reason))
+        self.reason = " ".join(text.split())
+        super().__init__(f"cannot read image {name}: {self.reason}")
+
+
+def _over_limit(n_bytes: int | None) -> str:
+    limit = f"the {MAX_IMAGE_BYTES // 2**20} MB limit for one image"
+    return f"over {limit}" if n_bytes is None else f"{n_bytes / 2**20:.0f} MB is over {limit}"
+
+
+def _read_capped(f: io.BufferedIOBase, name: str) -> bytes:
+    """All of ``f``, read a MB at a time (``read(n)`` would allocate n bytes up front), or
+    ``UnreadableImage`` once it passes ``MAX_IMAGE_BYTES``."""
+    data = bytearray()
+    while chunk := f.read(2**20):
+        data += chunk
+        if len(data) > MAX_IMAGE_BYTES:
+            raise UnreadableImage(name, _over_limit(None))
+    return bytes(data)
+
+
+def read_image_bytes(path: str | Path, name: str) -> bytes:
+    """The bytes of one image file, at most ``MAX_IMAGE_BYTES``: ``OSError`` when it cannot be
+    opened, ``UnreadableImage`` when it is larger."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_IMAGE_BYTES:  # refused before reading anything
+            raise UnreadableImage(name, _over_limit(size))
+        return _read_capped(f, name)  # a pipe or a device has no size: capped as it is read
+
+
+def read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, name: str) -> bytes:
+    """The bytes of one zip entry, at most ``MAX_IMAGE_BYTES``, its CRC checked;
+    ``UnreadableImage`` saying why when it cannot be read."""
+    if member.flag_bits & 0x1:
+        raise UnreadableImage(name, "encrypted (password-protected zip entries are not supported)")
+    if member.file_size > MAX_IMAGE_BYTES:  # the declared size, refused before reading
+        raise UnreadableImage(name, _over_limit(member.file_size))
+    try:
+        with archive.open(member) as f:
+            return _read_capped(f, name)  # a header that lies cannot make it read more
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
+            OSError, ValueError) as exc:  # fmt: skip
+        raise UnreadableImage(name, f"damaged zip entry ({exc})") from None
+
+
+def _open(data: bytes, name: str) -> Image.Image:
+    """``data`` opened (header read), refused over ``Image.MAX_IMAGE_PIXELS`` pixels."""
+    limit = Image.MAX_IMAGE_PIXELS
+    bomb = f"over Pillow's limit of {limit:,} pixels (a possible decompression bomb)"
+    try:
+        with _OPENING, warnings.catch_warnings():
+            # Pillow only warns between the limit and twice it: refused below instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise UnreadableImage(name, bomb) from None
+    except UnidentifiedImageError:
+        raise UnreadableImage(name, "not an image, or in a format Pillow cannot read") from None
+    except Exception as exc:  # Pillow raises many types for a malformed header
+        raise UnreadableImage(name, exc) from None
+    if limit is not None and im.width * im.height > limit:
+        im.close()
+        raise UnreadableImage(name, f"{im.width}x{im.height} pixels is {bomb}")
+    return im
+
+
+def _pixels(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Grey values of ``im`` (uint8, or its own wider type in a wide mode) and its alpha
+    (uint8 [H, W]), or None when it has no transparency."""
+    if im.mode in _WIDE_MODES:
+        return np.asarray(im), None
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        grey_alpha = np.asarray(im.convert("RGBA").convert("LA"))
+        return grey_alpha[..., 0], grey_alpha[..., 1]
+    return np.asarray(im.convert("L")), None
+
+
+def _scaled(values: np.ndarray) -> np.ndarray:
+    """Grey values of a wide mode as uint8: 16-bit ones over 0..65535. 32-bit integers and
+    floats have no fixed range: over 0..1 (floats), 0..255 or 0..65535, the first they fit in,
+    else over their own min..max."""
+    if values.dtype.kind == "u":
+        return (values // 257).astype(np.uint8)
+    v = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(v.min()), float(v.max())
+    tops = (1.0, 255.0, 65535.0) if values.dtype.kind == "f" else (255.0, 65535.0)
+    top = next((t for t in tops if lo >= 0 and hi <= t), None)
+    low, span = (0.0, top) if top is not None else (lo, hi - lo)
+    if span == 0:
+        return np.zeros(v.shape, dtype=np.uint8)
+    return np.clip(np.rint((v - low) * (255.0 / span)), 0, 255).astype(np.uint8)
+
+
+def _composited(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``grey`` over the page that shows its strokes: black when its visible pixels are light
+    on average (white strokes on a transparent page), else white (dark strokes on it)."""
+    if alpha.min() == 255:
+        return grey
+    a = alpha.astype(np.uint32)
+    mean = float((grey * a).sum(dtype=np.uint64)) / float(a.sum(dtype=np.uint64))
+    page = 0 if mean > 127.5 else 255
+    return ((grey * a + page * (255 - a) + 127) // 255).astype(np.uint8)
 
 
 def decode_sketch(
@@ -24,19 +154,27 @@ def decode_sketch(
 ) -> np.ndarray:
     """Bytes of one image -> uint8 [size, size], strokes bright on dark.
 
-    Non-square images are padded with their background to a square first, so shapes keep
-    their aspect ratio. With ``invert="auto"`` an image whose mean is above mid-grey (a
-    white page) is inverted."""
+    16-bit and float images are scaled to 0..255 by their bit depth, and transparent ones
+    composited onto the page that makes their strokes visible. Non-square images are padded
+    with their background to a square first, so shapes keep their aspect ratio. With
+    ``invert="auto"`` an image whose mean is above mid-grey (a white page) is inverted. An
+    image that decodes blank (one value everywhere) is refused: ``UnreadableImage``."""
+    im = _open(data, name)
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with im:
             im.load()
-            if im.mode in ("RGBA", "LA") or "transparency" in im.info:
-                page = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                page.alpha_composite(im.convert("RGBA"))
-                im = page
-            gray = np.asarray(im.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {name}: {exc}") from None
+            values, alpha = _pixels(im)
+    except Exception as exc:  # Pillow raises many types for a malformed or truncated file
+        raise UnreadableImage(name, exc) from None
+    gray = values if values.dtype == np.uint8 else _scaled(values)
+    if alpha is not None:
+        if not alpha.any():
+            raise UnreadableImage(name, "it is fully transparent: nothing to label")
+        gray = _composited(gray, alpha)
+    if gray.size == 0 or gray.min() == gray.max():
+        value = int(gray.flat[0]) if gray.size else 0
+        reason = f"it is blank (every pixel decodes to {value}): nothing to label"
+        raise UnreadableImage(name, reason)
     if invert == "yes" or (invert == "auto" and gray.mean() > 127.5):
         gray = 255 - gray
     h, w = gray.shape
@@ -48,6 +186,9 @@ def decode_sketch(
     if gray.shape[0] != size:
         resample = Image.Resampling.BOX if gray.shape[0] > size else Image.Resampling.BILINEAR
         gray = np.asarray(Image.fromarray(gray).resize((size, size), resample), dtype=np.uint8)
+        if gray.min() == gray.max():
+            reason = f"it is blank at {size} px: its strokes are too thin or faint"
+            raise UnreadableImage(name, reason)
     return gray
 
 
@@ -57,21 +198,36 @@ def _is_image(path: PurePosixPath) -> bool:
     )
 
 
-def _list_entries(source: Path) -> tuple[list[PurePosixPath], zipfile.ZipFile | None]:
-    if not source.exists():
-        raise DataError(f"data path does not exist: {source}")
-    if source.is_dir():
-        files = sorted(
-            PurePosixPath(p.relative_to(source).as_posix())
-            for p in source.rglob("*")
-            if p.is_file()
-        )
-        return [f for f in files if _is_image(f)], None
-    if zipfile.is_zipfile(source):
-        archive = zipfile.ZipFile(source)
-        names = sorted(PurePosixPath(n) for n in archive.namelist() if not n.endswith("/"))
-        return [n for n in names if _is_image(n)], archive
-    raise DataError(f"{source} is neither a folder nor a .zip archive")
+def _unsafe(name: str) -> bool:
+    """A zip entry named outside the archive: absolute, on a drive, or with a ``..`` part."""
+    return (
+        name.startswith(("/", "\\"))
+        or re.match(r"[A-Za-z]:", name) is not None
+        or ".." in re.split(r"[/\\]", name)
+    )
+
+
+def _listed(names: list[str]) -> str:
+    more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
+    return ", ".join(names[:NAMED]) + more
+
+
+def _archive_entries(
+    archive: zipfile.ZipFile,
+) -> tuple[dict[PurePosixPath, zipfile.ZipInfo], list[str]]:
+    """The image entries of ``archive`` by path, and the names of image entries skipped for
+    an unsafe path."""
+    members: dict[PurePosixPath, zipfile.ZipInfo] = {}
+    unsafe: list[str] = []
+    for info in archive.infolist():
+        if info.is_dir():
+            continue
+        if _unsafe(info.filename):
+            if PurePosixPath(info.filename).suffix.lower() in IMAGE_SUFFIXES:
+                unsafe.append(info.filename)
+        elif _is_image(path := PurePosixPath(info.filename)):
+            members[path] = info
+    return members, unsafe
 
 
 def class_of(entries: list[PurePosixPath], in_archive: bool = False) -> list[str]:
@@ -84,39 +240,87 @@ def class_of(entries: list[PurePosixPath], in_archive: bool = False) -> list[str
     return ["/".join(p[skip:]) for p in parents]
 
 
+def unreadable_error(failed: list[UnreadableImage], total: int, source: object) -> DataError:
+    """One error naming every unreadable image of ``source`` (the first ``NAMED``, then a
+    count), on one line."""
+    if len(failed) == 1:
+        return failed[0]
+    named = "; ".join(f"{e.name} ({e.reason})" for e in failed[:NAMED])
+    more = f"; and {len(failed) - NAMED} more" if len(failed) > NAMED else ""
+    return DataError(f"cannot read {len(failed)} of {total} images in {source}: {named}{more}")
+
+
 def load_image_folder(
     source: str | Path, image_size: int, invert: Literal["auto", "yes", "no"] = "auto"
 ) -> SketchDataset:
-    """Decode every image under ``source`` (folder or .zip) once, into memory."""
+    """Decode every image under ``source`` (folder or .zip) once, into memory.
+
+    Every unreadable image is named in one ``DataError``. Zip entries with unsafe paths
+    (absolute, or with ``..``) are skipped with a ``DataWarning``."""
     source = Path(source)
-    entries, archive = _list_entries(source)
-    if not entries:
-        raise DataError(f"no images found in {source} (expected ROOT/<class>/*.png)")
-    loose = [e for e in entries if len(e.parts) < 2]
-    if loose:
-        raise DataError(
-            f"{source / str(loose[0])} is not inside a class folder (expected ROOT/<class>/*.png)"
-        )
-    classes = class_of(entries, in_archive=archive is not None)
-
-    def read(entry: PurePosixPath) -> np.ndarray:
-        name = f"{source}:{entry}" if archive else str(source / str(entry))
-        data = archive.read(str(entry)) if archive else (source / str(entry)).read_bytes()
-        return decode_sketch(data, image_size, invert, name)
-
+    if not source.exists():
+        raise DataError(f"data path does not exist: {source}")
+    archive, members, skipped = None, None, []
+    if source.is_dir():
+        found = (PurePosixPath(p.relative_to(source).as_posix()) for p in source.rglob("*"))
+        entries = sorted(e for e in found if _is_image(e) and (source / str(e)).is_file())
+    elif zipfile.is_zipfile(source):
+        try:
+            archive = zipfile.ZipFile(source)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise DataError(f"{source} is not a readable zip archive: {exc}") from None
+        members, skipped = _archive_entries(archive)
+        entries = sorted(members)
+    else:
+        raise DataError(f"{source} is neither a folder nor a .zip archive")
     try:
+        if skipped:
+            note = (
+                f"{source}: skipped {len(skipped)} zip entries with unsafe paths (absolute or "
+                f"with '..'): {_listed(skipped)}"
+            )
+            if not entries:
+                raise DataError(f"no images found in {source}; {note}")
+            warnings.warn(note, DataWarning, stacklevel=2)
+        if not entries:
+            raise DataError(f"no images found in {source} (expected ROOT/<class>/*.png)")
+        loose = [e for e in entries if len(e.parts) < 2]
+        if loose:
+            raise DataError(
+                f"{source / str(loose[0])} is not inside a class folder (expected "
+                "ROOT/<class>/*.png)"
+            )
+
+        def read(entry: PurePosixPath) -> np.ndarray | UnreadableImage:
+            name = f"{source}:{entry}" if members is not None else str(source / str(entry))
+            try:
+                if members is not None:
+                    data = read_member(archive, members[entry], name)
+                else:
+                    try:
+                        data = read_image_bytes(source / str(entry), name)
+                    except OSError as exc:
+                        raise UnreadableImage(name, exc.strerror or exc) from None
+                return decode_sketch(data, image_size, invert, name)
+            except UnreadableImage as exc:
+                return exc
+
         if archive is not None:  # ZipFile reads are not thread-safe: decode in order
-            arrays = [read(e) for e in entries]
+            results = [read(e) for e in entries]
         else:
             with ThreadPoolExecutor(max_workers=4) as pool:
-                arrays = list(pool.map(read, entries))
+                results = list(pool.map(read, entries))
     finally:
         if archive is not None:
             archive.close()
+    failed = [r for r in results if isinstance(r, UnreadableImage)]
+    if failed:
+        raise unreadable_error(failed, len(entries), source) from None
+    classes = class_of(entries, in_archive=archive is not None)
     class_names = tuple(sorted(set(classes)))
     lookup = {c: i for i, c in enumerate(class_names)}
     return SketchDataset(
-        images=torch.from_numpy(np.stack(arrays)).unsqueeze(1),
+        images=torch.from_numpy(np.stack(results)).unsqueeze(1),
         labels=torch.tensor([lookup[c] for c in classes], dtype=torch.long),
         class_names=class_names,
         sources=tuple(str(e) for e in entries),

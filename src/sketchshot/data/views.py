@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sketchshot.config import ViewConfig
+
 
 class SketchAugment(nn.Module):
     """Random crop-and-resize, affine (rotation, scale, shear, translation), stroke thickness
@@ -45,6 +47,17 @@ class SketchAugment(nn.Module):
             flip,
         )
         self.crop = crop
+
+    @classmethod
+    def from_config(cls, views: ViewConfig) -> SketchAugment:
+        """The views a config asks for (``[pretrain.views]``, ``[finetune.views]``)."""
+        return cls(
+            views.strength,
+            thickness_p=views.thickness_p,
+            erase_p=views.erase_p,
+            flip=views.flip,
+            crop=views.crop,
+        )
 
     def _uniform(self, n: int, limit: float, device: torch.device) -> torch.Tensor:
         return (torch.rand(n, device=device) * 2 - 1) * limit * self.strength

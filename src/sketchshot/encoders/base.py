@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from sketchshot.data.dataset import PIXEL_MEAN, PIXEL_STD
+from sketchshot.card import PIXEL_MEAN, PIXEL_STD
 from sketchshot.registry import Registry
 
 ENCODERS: Registry[Encoder] = Registry("encoder")

@@ -5,30 +5,39 @@ training loop (``sketchshot.training.fit``) and ``score(...)`` to episode evalua
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sketchshot.config import MethodSettings
 from sketchshot.encoders import Encoder
 from sketchshot.registry import Registry
 
 METHODS: Registry[Method] = Registry("method")
 
 COSINE_TEMPERATURE = 0.1
-StepOutput = dict[str, Any]  # {"loss": scalar tensor, "metrics": {name: scalar tensor}}
+
+
+class StepOutput(TypedDict):
+    """What ``training_step`` returns to the loop."""
+
+    loss: torch.Tensor  # scalar, to minimise
+    metrics: dict[str, torch.Tensor]  # scalars to log (accuracy of the step, ...)
 
 
 class Method(nn.Module):
-    """An encoder plus what a method adds to it (heads, target networks, augmentation)."""
+    """An encoder plus what a method adds to it (heads, target networks). Its typed settings
+    (``Settings``, in sketchshot.config) hold its defaults; views are the data side's."""
 
     kind: ClassVar[Literal["ssl", "fewshot"]]
+    Settings: ClassVar[type[MethodSettings]]
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder, settings: MethodSettings | None = None) -> None:
         super().__init__()
         self.encoder = encoder
+        self.settings = settings if settings is not None else self.Settings()
 
     def training_step(self, batch: Any) -> StepOutput:
         raise NotImplementedError
@@ -69,12 +78,16 @@ def prototypes(support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch
     return (onehot.T @ support) / onehot.sum(0).clamp(min=1)[:, None]
 
 
-def method_arguments(name: str, section: Any) -> dict[str, Any]:
-    """The fields of a config section (a pydantic model) that method ``name`` takes."""
-    params = inspect.signature(METHODS.get(name)).parameters
-    fields = type(section).model_fields
-    return {k: getattr(section, k) for k in params if k != "encoder" and k in fields}
-
-
-def create_method(name: str, encoder: Encoder, **kwargs: Any) -> Method:
-    return METHODS.create(name, encoder=encoder, **kwargs)
+def create_method(
+    name: str, encoder: Encoder, settings: MethodSettings | None = None, **args: Any
+) -> Method:
+    """Method ``name`` over ``encoder`` with its typed settings, or settings made from
+    ``args`` (a pydantic ValidationError, a ValueError, names a bad one)."""
+    cls = METHODS.get(name)
+    if settings is None:
+        settings = cls.Settings(**args)
+    elif args:
+        settings = cls.Settings(**{**settings.arguments(), **args})
+    if not isinstance(settings, cls.Settings):
+        raise TypeError(f"{name} takes {cls.Settings.__name__}, not {type(settings).__name__}")
+    return cls(encoder, settings)

@@ -15,7 +15,7 @@ from sketchshot.data.episodes import EpisodeIndex
 from sketchshot.evaluation import draw_episodes, episode_accuracies, predict_episodes
 from sketchshot.methods import Method
 from sketchshot.pictures import episode_grid, save_png
-from sketchshot.protocols.report import Figure, ProtocolReport, confusion_matrix
+from sketchshot.protocols.report import Figure, ProtocolReport, confusion_matrix, percent
 
 
 def episodes_protocol(
@@ -51,9 +51,9 @@ def episodes_protocol(
     truth = np.repeat(classes, first.n_query, axis=1)
     predicted = np.take_along_axis(classes, predictions, axis=1)
     n_classes = len(dataset.class_names)
-    name = f"{first.n_way}-way {first.n_shot}-shot, {first.n_query} queries"
+    figure = Figure.of(first.n_way, f"{first.n_shot}-shot, {first.n_query} queries", accuracies)
     report = ProtocolReport(
-        [Figure.of(name, accuracies)],
+        [figure],
         dataset.class_names,
         confusion_matrix(truth, predicted, n_classes),
         {
@@ -66,12 +66,20 @@ def episodes_protocol(
     if episodes_out is not None:
         save_episodes(episodes_out, episodes, dataset, int(source["seed"]))
     if grid is not None:
-        save_png(_grid(dataset, first, predictions[0]), grid)
+        save_png(_grid(dataset, first, predictions[0], figure), grid)
     return report
 
 
-def _grid(dataset: SketchDataset, episode: EpisodeIndex, predicted: np.ndarray):
+def _grid(dataset: SketchDataset, episode: EpisodeIndex, predicted: np.ndarray, figure: Figure):
+    """The picture of ``episode`` (its ``predicted`` episode labels [n_way * n_query]) under
+    the figure's name, its own score and the figure's accuracy."""
     names = [dataset.class_names[c] for c in episode.classes.tolist()]
+    right = int((predicted == episode.query_labels.numpy()).sum())
+    title = (
+        figure.name,
+        f"this episode: {right}/{predicted.size} queries right ({percent(right / predicted.size)});"
+        f" all episodes: {figure.accuracy_text('episodes')}",
+    )
     return episode_grid(
         dataset.images[torch.from_numpy(episode.support)].numpy(),
         dataset.images[torch.from_numpy(episode.query)].numpy(),
@@ -79,4 +87,5 @@ def _grid(dataset: SketchDataset, episode: EpisodeIndex, predicted: np.ndarray):
         predicted,
         episode.n_shot,
         episode.n_query,
+        title,
     )

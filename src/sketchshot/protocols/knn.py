@@ -14,12 +14,11 @@ Three settings over every evaluated class at once, each repeated over seeded dra
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sketchshot.protocols.labelled import check_class_sizes, draw_rng, labelled_split
-from sketchshot.protocols.report import Figure, ProtocolReport, confusion_matrix
+from sketchshot.protocols.labelled import ReadOut, check_class_sizes, score_draws
+from sketchshot.protocols.report import Figure, ProtocolReport
 
 SHOT_SETTINGS = ((1, 1), (5, 3))  # (labelled images per class, k)
 FULL_K = 5
@@ -51,33 +50,6 @@ def knn_predict(
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
-def _draws(
-    embeddings: torch.Tensor,
-    labels: torch.Tensor,
-    n_classes: int,
-    k: int,
-    draws: int,
-    seed: int,
-    tag: int,
-    n_shot: int | None = None,
-    fraction: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy of each draw [draws] and the confusion [C, C] summed over the draws."""
-    accuracies = np.empty(draws)
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    device = embeddings.device
-    for d in range(draws):
-        lab, qry = labelled_split(labels, draw_rng(seed, d, tag), n_shot, fraction)
-        lab_t, qry_t = torch.from_numpy(lab).to(device), torch.from_numpy(qry).to(device)
-        predicted = knn_predict(
-            embeddings[lab_t], labels.to(device)[lab_t], embeddings[qry_t], k, n_classes
-        ).cpu()
-        truth = labels.cpu()[torch.from_numpy(qry)]
-        accuracies[d] = (predicted == truth).double().mean().item()
-        confusion += confusion_matrix(truth.numpy(), predicted.numpy(), n_classes)
-    return accuracies, confusion
-
-
 def knn_protocol(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
@@ -86,15 +58,23 @@ def knn_protocol(
     labelled_fraction: float,
     seed: int,
 ) -> ProtocolReport:
-    """The three kNN figures; the headline (and the confusion) is the labelled-fraction k=5."""
+    """The three kNN figures, each an ``n_classes``-way read-out (every query is told among
+    every evaluated class); the headline (and the confusion) is the labelled-fraction k=5."""
     check_class_sizes(labels, class_names, max(s for s, _ in SHOT_SETTINGS) + 1, "kNN 5-shot")
-    n_classes = len(class_names)
-    full, confusion = _draws(
-        embeddings, labels, n_classes, FULL_K, draws, seed, FRACTION_TAG,
-        fraction=labelled_fraction,
+    n_classes, device = len(class_names), embeddings.device
+    labels_d = labels.to(device)
+
+    def vote(k: int) -> ReadOut:
+        return lambda lab, qry: knn_predict(
+            embeddings[lab], labels_d[lab], embeddings[qry], k, n_classes
+        )
+
+    full, confusion = score_draws(
+        vote(FULL_K), labels, n_classes, draws, seed, FRACTION_TAG, None, labelled_fraction,
+        device,
     )  # fmt: skip
-    figures = [Figure.of(f"kNN {labelled_fraction:.0%} labelled, k={FULL_K}", full)]
+    figures = [Figure.of(n_classes, f"kNN {labelled_fraction:.0%} labelled, k={FULL_K}", full)]
     for n_shot, k in SHOT_SETTINGS:
-        acc, _ = _draws(embeddings, labels, n_classes, k, draws, seed, n_shot, n_shot=n_shot)
-        figures.append(Figure.of(f"kNN {n_shot}-shot, k={k}", acc))
+        acc, _ = score_draws(vote(k), labels, n_classes, draws, seed, n_shot, n_shot, None, device)
+        figures.append(Figure.of(n_classes, f"kNN {n_shot}-shot, k={k}", acc))
     return ProtocolReport(figures, class_names, confusion)

@@ -1,12 +1,20 @@
 """Seeded per-class labelled/query splits of the evaluated images, shared by the kNN and
-linear-probe read-outs (the same seed and draw give both the same split)."""
+linear-probe read-outs (the same seed and draw give both the same split), and the loop that
+scores a read-out over its draws."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from sketchshot.data.episodes import refuse_small_classes
 from sketchshot.errors import DataError
+from sketchshot.protocols.report import confusion_matrix
+
+# Classes [Q] of the queries from dataset indices (labelled [L], queries [Q]) on the device
+ReadOut = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def draw_rng(seed: int, draw: int, tag: int) -> np.random.Generator:
@@ -37,18 +45,36 @@ def labelled_split(
     return np.concatenate(labelled), np.concatenate(queries)
 
 
+def score_draws(
+    read_out: ReadOut,
+    labels: torch.Tensor,
+    n_classes: int,
+    draws: int,
+    seed: int,
+    tag: int,
+    n_shot: int | None = None,
+    fraction: float | None = None,
+    device: torch.device | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy of each draw [draws] of ``read_out`` on its queries, and the confusion [C, C]
+    summed over the draws; each draw labels ``n_shot`` images (or a ``fraction``) per class."""
+    accuracies = np.empty(draws)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    truth_all = labels.cpu().numpy()
+    for d in range(draws):
+        lab, qry = labelled_split(labels, draw_rng(seed, d, tag), n_shot, fraction)
+        lab_t, qry_t = torch.from_numpy(lab).to(device), torch.from_numpy(qry).to(device)
+        predicted, truth = read_out(lab_t, qry_t).cpu().numpy(), truth_all[qry]
+        accuracies[d] = float((predicted == truth).mean())
+        confusion += confusion_matrix(truth, predicted, n_classes)
+    return accuracies, confusion
+
+
 def check_class_sizes(
     labels: torch.Tensor, class_names: tuple[str, ...], need: int, what: str
 ) -> None:
-    """Refuse, naming them, classes with fewer than ``need`` images."""
+    """Refuse, naming them, classes with fewer than ``need`` images, and a single class."""
     counts = torch.bincount(labels, minlength=len(class_names)).tolist()
-    small = [(name, n) for name, n in zip(class_names, counts, strict=True) if n < need]
-    if small:
-        listed = ", ".join(f"{name!r} ({n})" for name, n in small[:5])
-        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
-        raise DataError(
-            f"{what} needs {need} images per class; {len(small)} class(es) have fewer: "
-            f"{listed}{more}; drop them with --exclude-classes"
-        )
+    refuse_small_classes(counts, class_names, need, what)
     if len(class_names) < 2:
         raise DataError(f"{what} needs at least 2 classes, the data has {len(class_names)}")

@@ -9,13 +9,12 @@ weight decay keeps the probe near chance."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from sketchshot.protocols.knn import FRACTION_TAG
-from sketchshot.protocols.labelled import check_class_sizes, draw_rng, labelled_split
-from sketchshot.protocols.report import Figure, ProtocolReport, confusion_matrix
+from sketchshot.protocols.labelled import check_class_sizes, score_draws
+from sketchshot.protocols.report import Figure, ProtocolReport
 
 MAX_ITERATIONS = 500
 
@@ -54,25 +53,24 @@ def linear_probe_protocol(
     weight_decay: float,
     seed: int,
 ) -> ProtocolReport:
-    """Probe accuracy on the queries of each draw: mean, 95% CI and the summed confusion."""
+    """Probe accuracy on the queries of each draw, an ``n_classes``-way read-out: mean, 95% CI
+    and the summed confusion."""
     check_class_sizes(labels, class_names, 2, "the linear probe")
     n_classes = len(class_names)
     normalised = F.normalize(embeddings.float(), dim=-1)
     labels_d = labels.to(normalised.device)
-    accuracies = np.empty(draws)
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    for d in range(draws):
-        lab, qry = labelled_split(labels, draw_rng(seed, d, FRACTION_TAG), None, labelled_fraction)
-        lab_t = torch.from_numpy(lab).to(normalised.device)
-        qry_t = torch.from_numpy(qry).to(normalised.device)
-        seen = normalised[lab_t]
+
+    def probe(lab: torch.Tensor, qry: torch.Tensor) -> torch.Tensor:
+        seen = normalised[lab]
         features = (normalised - seen.mean(0)) / seen.std(0).clamp(min=1e-6)
         weights, bias = fit_logistic_regression(
-            features[lab_t], labels_d[lab_t], n_classes, weight_decay
+            features[lab], labels_d[lab], n_classes, weight_decay
         )
-        predicted = (features[qry_t] @ weights + bias).argmax(1).cpu().numpy()
-        truth = labels.cpu().numpy()[qry]
-        accuracies[d] = float((predicted == truth).mean())
-        confusion += confusion_matrix(truth, predicted, n_classes)
-    name = f"linear probe, {labelled_fraction:.0%} labelled"
-    return ProtocolReport([Figure.of(name, accuracies)], class_names, confusion)
+        return (features[qry] @ weights + bias).argmax(1)
+
+    accuracies, confusion = score_draws(
+        probe, labels, n_classes, draws, seed, FRACTION_TAG, None, labelled_fraction,
+        normalised.device,
+    )  # fmt: skip
+    figure = Figure.of(n_classes, f"linear probe, {labelled_fraction:.0%} labelled", accuracies)
+    return ProtocolReport([figure], class_names, confusion)

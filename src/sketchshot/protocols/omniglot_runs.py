@@ -150,6 +150,6 @@ def runs_protocol(
          "queries": int(run.test.shape[0])}
         for run, e in zip(runs, errors, strict=True)
     ]  # fmt: skip
-    figure = Figure.of(f"one-shot runs, {runs[0].training.shape[0]}-way", 1 - errors)
+    figure = Figure.of(int(runs[0].training.shape[0]), "one-shot runs", 1 - errors)
     details = {"runs": per_run, "mean_error_rate": float(errors.mean())}
     return ProtocolReport([figure], (), None, details)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from sketchshot.card import Preprocessing
 from sketchshot.config import Config, EvaluateConfig
 from sketchshot.data import load_dataset
 from sketchshot.errors import ConfigError
@@ -58,7 +58,7 @@ def check_settings(
 
 def run_protocol(
     method: Method,
-    preprocessing: dict[str, Any],
+    preprocessing: Preprocessing,
     cfg: Config,
     device: torch.device,
     episodes_out: Path | None = None,
@@ -67,9 +67,9 @@ def run_protocol(
 ) -> Evaluated:
     e = cfg.evaluate
     check_settings(e, episodes_out, save_grid, save_confusion)
-    size = preprocessing["image_size"]
+    size = preprocessing.image_size
     if e.protocol == "runs":
-        runs = read_runs(Path(str(e.runs)), size, preprocessing.get("invert", "auto"))
+        runs = read_runs(Path(str(e.runs)), size, preprocessing.invert)
         report = runs_protocol(method, runs, device, e.tta, cfg.seed)
         n_images = sum(r.training.shape[0] + r.test.shape[0] for r in runs)
         n_classes = int(runs[0].training.shape[0])
@@ -93,5 +93,8 @@ def run_protocol(
             e.probe_weight_decay, cfg.seed,
         )  # fmt: skip
     if save_confusion is not None and report.confusion is not None:
-        save_png(confusion_picture(report.confusion, report.class_names), save_confusion)
+        headline = report.figures[0]
+        repeats = "episodes" if e.protocol == "episodes" else "draws"
+        title = (headline.name, f"{headline.accuracy_text(repeats)}; counts over all {repeats}")
+        save_png(confusion_picture(report.confusion, report.class_names, title), save_confusion)
     return Evaluated(report, dataset.origin, e.split, len(dataset.class_names), len(dataset))

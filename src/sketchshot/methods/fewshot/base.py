@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from sketchshot.data.episodes import Episode
-from sketchshot.data.views import SketchAugment
-from sketchshot.encoders import Encoder
 from sketchshot.methods.base import Method, StepOutput
 
 
@@ -19,10 +17,6 @@ class FewShotMethod(Method):
     then the encoder is skipped and only the method's head trains."""
 
     kind = "fewshot"
-
-    def __init__(self, encoder: Encoder, augment_strength: float = 0.0) -> None:
-        super().__init__(encoder)
-        self.augment = SketchAugment(augment_strength, thickness_p=0.0, erase_p=0.0)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of logits [Q, n_way] against labels [Q]; methods may override."""
@@ -45,8 +39,7 @@ class FewShotMethod(Method):
         if episode.support.dim() == 2:  # cached embeddings of a frozen encoder
             return episode.support, episode.query
         n_support = episode.support.shape[0]
-        images = self.augment(torch.cat([episode.support, episode.query]))
-        embeddings = self.encoder(images)
+        embeddings = self.encoder(torch.cat([episode.support, episode.query]))
         return embeddings[:n_support], embeddings[n_support:]
 
     def training_step(self, episode: Episode) -> StepOutput:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sketchshot.config import MatchingSettings
 from sketchshot.encoders import Encoder
 from sketchshot.methods.base import METHODS
 from sketchshot.methods.fewshot.base import FewShotMethod
@@ -17,23 +18,17 @@ class MatchingNetworks(FewShotMethod):
     """attention="cosine": the paper's softmax over cosine similarities (with a learnable
     inverse temperature); attention="mlp": a learned MLP scores each [query; support] pair."""
 
-    def __init__(
-        self,
-        encoder: Encoder,
-        attention: str = "cosine",
-        hidden_dim: int = 128,
-        augment_strength: float = 0.0,
-    ) -> None:
-        super().__init__(encoder, augment_strength)
-        if attention not in ("cosine", "mlp"):
-            raise ValueError(f"attention must be 'cosine' or 'mlp', not {attention!r}")
-        self.attention = attention
+    Settings = MatchingSettings
+
+    def __init__(self, encoder: Encoder, settings: MatchingSettings | None = None) -> None:
+        super().__init__(encoder, settings)
+        self.attention, hidden_dim = self.settings.attention, self.settings.hidden_dim
         # exp(2.3) ~ 10; only the cosine attention has a scale (DDP refuses unused parameters)
-        self.log_scale = nn.Parameter(torch.tensor(2.3)) if attention == "cosine" else None
+        self.log_scale = nn.Parameter(torch.tensor(2.3)) if self.attention == "cosine" else None
         d = encoder.embedding_dim
         self.scorer = (
             nn.Sequential(nn.Linear(2 * d, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
-            if attention == "mlp"
+            if self.attention == "mlp"
             else None
         )
 

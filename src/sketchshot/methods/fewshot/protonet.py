@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sketchshot.config import ProtoNetSettings
 from sketchshot.encoders import Encoder
 from sketchshot.methods.base import METHODS, prototypes
 from sketchshot.methods.fewshot.base import FewShotMethod
@@ -17,14 +18,12 @@ class ProtoNet(FewShotMethod):
     """distance="euclidean": logits are negative squared Euclidean distances, as in the paper;
     distance="cosine": cosine similarity times a learnable scale (initially 10)."""
 
-    def __init__(
-        self, encoder: Encoder, distance: str = "euclidean", augment_strength: float = 0.0
-    ) -> None:
-        super().__init__(encoder, augment_strength)
-        if distance not in ("euclidean", "cosine"):
-            raise ValueError(f"distance must be 'euclidean' or 'cosine', not {distance!r}")
-        self.distance = distance
-        self.log_scale = nn.Parameter(torch.tensor(2.3)) if distance == "cosine" else None
+    Settings = ProtoNetSettings
+
+    def __init__(self, encoder: Encoder, settings: ProtoNetSettings | None = None) -> None:
+        super().__init__(encoder, settings)
+        self.distance = self.settings.distance
+        self.log_scale = nn.Parameter(torch.tensor(2.3)) if self.distance == "cosine" else None
 
     def score(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int

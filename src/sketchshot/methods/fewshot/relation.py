@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sketchshot.config import RelationSettings
 from sketchshot.encoders import Encoder
 from sketchshot.methods.base import METHODS, prototypes
 from sketchshot.methods.fewshot.base import FewShotMethod
@@ -17,11 +18,11 @@ class RelationNetworks(FewShotMethod):
     """The relation module is an MLP over the concatenated [query; prototype] embeddings
     (the encoders here end in vectors, not feature maps), ending in a sigmoid."""
 
-    def __init__(
-        self, encoder: Encoder, hidden_dim: int = 128, augment_strength: float = 0.0
-    ) -> None:
-        super().__init__(encoder, augment_strength)
-        d = encoder.embedding_dim
+    Settings = RelationSettings
+
+    def __init__(self, encoder: Encoder, settings: RelationSettings | None = None) -> None:
+        super().__init__(encoder, settings)
+        d, hidden_dim = encoder.embedding_dim, self.settings.hidden_dim
         self.relation = nn.Sequential(
             nn.Linear(2 * d, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(),
             nn.Linear(hidden_dim, hidden_dim // 2), nn.ReLU(),

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sketchshot.config import SiameseSettings
 from sketchshot.encoders import Encoder
 from sketchshot.methods.base import METHODS
 from sketchshot.methods.fewshot.base import FewShotMethod
@@ -17,11 +18,11 @@ class SiameseNetworks(FewShotMethod):
     """Trained with binary cross-entropy on every (query, support) pair of an episode, the
     positives weighted up to balance the negatives (n_way - 1 of them per positive)."""
 
-    def __init__(
-        self, encoder: Encoder, hidden_dim: int = 128, augment_strength: float = 0.0
-    ) -> None:
-        super().__init__(encoder, augment_strength)
-        d = encoder.embedding_dim
+    Settings = SiameseSettings
+
+    def __init__(self, encoder: Encoder, settings: SiameseSettings | None = None) -> None:
+        super().__init__(encoder, settings)
+        d, hidden_dim = encoder.embedding_dim, self.settings.hidden_dim
         self.pair_head = nn.Sequential(
             nn.Linear(d, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1)
         )

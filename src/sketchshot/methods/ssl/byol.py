@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sketchshot.config import BYOLSettings
 from sketchshot.encoders import Encoder
 from sketchshot.methods.base import METHODS, StepOutput
-from sketchshot.methods.ssl.base import SSLMethod, projection_head
+from sketchshot.methods.ssl.base import SSLMethod, TwoViews, projection_head
 
 
 def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -36,35 +37,26 @@ def cosine_momentum(base: float, progress: float) -> float:
 
 @METHODS.register("byol")
 class BYOL(SSLMethod):
-    """images [B, 1, S, S] -> two views; loss = (L(p1, z2') + L(p2, z1')) / 2 where p is the
+    """two views [B, 1, S, S]; loss = (L(p1, z2') + L(p2, z1')) / 2 where p is the
     online prediction and z' the target projection."""
 
-    def __init__(
-        self,
-        encoder: Encoder,
-        hidden_dim: int = 1024,
-        projection_dim: int = 256,
-        ema_decay: float = 0.996,
-        ema_cosine: bool = True,
-        augment_strength: float = 1.0,
-        flip: bool = False,
-        crop: float = 0.6,
-        thickness_p: float = 0.0,
-        erase_p: float = 0.0,
-    ) -> None:
-        super().__init__(encoder, augment_strength, flip, crop, thickness_p, erase_p)
-        self.ema_decay, self.ema_cosine = ema_decay, ema_cosine
-        self.projector = projection_head(encoder.embedding_dim, hidden_dim, projection_dim)
-        self.predictor = projection_head(projection_dim, hidden_dim, projection_dim)
+    Settings = BYOLSettings
+
+    def __init__(self, encoder: Encoder, settings: BYOLSettings | None = None) -> None:
+        super().__init__(encoder, settings)
+        s = self.settings
+        self.ema_decay, self.ema_cosine = s.ema_decay, s.ema_cosine
+        self.projector = projection_head(encoder.embedding_dim, s.hidden_dim, s.projection_dim)
+        self.predictor = projection_head(s.projection_dim, s.hidden_dim, s.projection_dim)
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
 
-    def training_step(self, images: torch.Tensor) -> StepOutput:
+    def training_step(self, views: TwoViews) -> StepOutput:
         # both views in one batch: per-view batches (as SimCLR uses) measured worse for BYOL
-        views = torch.cat(self.two_views(images))
-        p1, p2 = self.predictor(self.projector(self.encoder(views))).chunk(2)
+        both = torch.cat(tuple(views))
+        p1, p2 = self.predictor(self.projector(self.encoder(both))).chunk(2)
         with torch.no_grad():
-            z1, z2 = self.target_projector(self.target_encoder(views)).chunk(2)
+            z1, z2 = self.target_projector(self.target_encoder(both)).chunk(2)
         loss = (byol_loss(p1, z2) + byol_loss(p2, z1)) / 2
         return {"loss": loss, "metrics": {}}
 

@@ -1,0 +1,254 @@
+"""Typed cards of everything sketchshot saves: a model's ``model.json`` and a class bank's
+``BANK.json``. Every module reads and writes these models, never raw dicts (timm's
+``PretrainedCfg`` pattern). Cards written by sketchshot 0.1 (format version 1) still load.
+
+Nothing here imports torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from sketchshot.config import (
+    METHOD_SETTINGS,
+    SECTION_METHODS,
+    Config,
+    MethodSettings,
+    ViewConfig,
+)
+from sketchshot.errors import CheckpointError
+
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: sketchshot 0.1, migrated on reading
+# Images are floats in [0, 1] with strokes bright on a dark background, then (x - mean) / std.
+CONVENTION = "strokes bright on dark, pixel values in [0, 1] before normalisation"
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.5
+VIEW_KEYS = ("augment_strength", *ViewConfig.model_fields)  # 0.1 saved them as model arguments
+
+
+class Card(BaseModel):
+    """Frozen, no unknown keys; remembers the file it was read from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    _path: Path | None = PrivateAttr(None)
+
+    @property
+    def file(self) -> Path | None:
+        """The JSON file this card was read from (None for a card made in memory)."""
+        return self._path
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+
+
+class ModelSpec(Card):
+    """Registry names and arguments that rebuild the network (nothing about data or views)."""
+
+    method: str
+    kind: Literal["ssl", "fewshot"]
+    method_args: dict[str, Any] = {}
+    encoder: str
+    encoder_args: dict[str, Any] = {}
+    init: str = Field("random", description="where the encoder's weights started from")
+
+    @property
+    def image_size(self) -> int:
+        return int(self.encoder_args["image_size"])
+
+    def settings(self) -> MethodSettings:
+        """The method's typed settings; a CheckpointError when they do not fit."""
+        if self.method not in METHOD_SETTINGS:
+            valid = ", ".join(METHOD_SETTINGS)
+            raise CheckpointError(f"unknown method {self.method!r} (this version has: {valid})")
+        try:
+            return METHOD_SETTINGS[self.method](**self.method_args)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise CheckpointError(
+                f"saved {self.method} arguments do not fit this version ({where}: {first['msg']})"
+            ) from None
+
+
+class Preprocessing(Card):
+    """How an image becomes the model's input."""
+
+    image_size: int = Field(ge=8, le=512)
+    invert: Literal["auto", "yes", "no"] = "auto"
+    mean: float = PIXEL_MEAN
+    std: float = PIXEL_STD
+    convention: str = CONVENTION
+
+
+class DataSummary(Card):
+    origin: str
+    images: int
+
+
+class ModelCard(Card):
+    """``model.json``: the sidecar of ``model.safetensors`` (and of checkpoints' best/epoch_N)."""
+
+    format_version: int = FORMAT_VERSION
+    sketchshot_version: str
+    model: ModelSpec
+    preprocessing: Preprocessing
+    class_names: tuple[str, ...] = ()
+    data: DataSummary | None = None
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="the resolved run config (see ``run_config``)"
+    )
+    metrics: dict[str, Any] = {}
+    weights: str = "model.safetensors"
+    sha256: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format_version") == 1:
+            data = migrate_v1(data)
+        return data
+
+    @property
+    def weights_path(self) -> Path:
+        if self.file is None:
+            raise CheckpointError("a card made in memory has no weights file")
+        return self.file.parent / self.weights
+
+    def run_config(self) -> Config:
+        """The resolved config the model was trained with."""
+        try:
+            return Config.model_validate(self.config)
+        except ValidationError as exc:
+            raise CheckpointError(
+                f"{self.file}: its config does not fit this sketchshot ({exc.error_count()} "
+                "problem(s)); pass --data and --config explicitly"
+            ) from None
+
+
+def migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A 0.1 card in the current shape: view settings leave the model's arguments, and flat
+    method keys of the config move into the method's own section."""
+    data = {**data, "format_version": FORMAT_VERSION}
+    if isinstance(data.get("model"), dict):
+        model = dict(data["model"])
+        args = model.get("method_args", {})
+        model["method_args"] = {k: v for k, v in args.items() if k not in VIEW_KEYS}
+        data["model"] = model
+    if isinstance(data.get("config"), dict):
+        data["config"] = migrate_v1_config(data["config"])
+    return data
+
+
+def migrate_v1_config(tree: dict[str, Any]) -> dict[str, Any]:
+    tree = dict(tree)
+    for section, methods in SECTION_METHODS.items():
+        old = tree.get(section)
+        if not isinstance(old, dict) or isinstance(old.get("method"), dict):
+            continue
+        new = {k: v for k, v in old.items() if k not in VIEW_KEYS}
+        name = old.get("method")
+        settings = methods.get(name) if isinstance(name, str) else None
+        own = {}
+        for key in list(new):
+            if any(key in s.model_fields for s in methods.values()) and key != "method":
+                value = new.pop(key)
+                if settings is not None and key in settings.model_fields:
+                    own[key] = value
+        views = {k: old[k] for k in ViewConfig.model_fields if k in old}
+        if "augment_strength" in old:
+            views["strength"] = old["augment_strength"]
+        new["views"] = views
+        if settings is not None:
+            new[name] = own
+        tree[section] = new
+    return tree
+
+
+class ModelRef(Card):
+    """The model a bank was encoded with: where it was, and the sha256 of its weights."""
+
+    path: str
+    sha256: str
+    method: str
+    encoder: str
+
+    @classmethod
+    def of(cls, card: ModelCard) -> ModelRef:
+        assert card.file is not None
+        return cls(
+            path=str(card.file.parent.resolve()),
+            sha256=card.sha256,
+            method=card.model.method,
+            encoder=card.model.encoder,
+        )
+
+
+class RejectThreshold(Card):
+    """Below ``value`` of its ``statistic`` a sketch is labelled unknown. ``episodes`` > 0
+    when it was calibrated on the bank."""
+
+    value: float
+    statistic: str = "nearest_class_similarity"
+    target_false_reject: float | None = None
+    episodes: int = 0
+    known_queries: int = 0
+    unknown_queries: int = 0
+    false_reject: float | None = None
+    false_accept: float | None = None
+    seed: int = 0
+
+
+class BankClass(Card):
+    name: str
+    count: int
+    source: str = ""
+
+
+class BankCard(Card):
+    """``BANK.json``: the sidecar of a class bank's ``BANK.safetensors`` (embeddings, labels)."""
+
+    format_version: int = FORMAT_VERSION
+    kind: Literal["class_bank"] = "class_bank"
+    sketchshot_version: str
+    built_with: ModelRef
+    preprocessing: Preprocessing
+    embedding_dim: int
+    n_embeddings: int
+    classes: tuple[BankClass, ...]
+    reject: RejectThreshold | None = None
+    weights: str
+    sha256: str
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a valid JSON sidecar ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a sketchshot sidecar (a JSON object)")
+    if data.get("format_version") not in READABLE_VERSIONS:
+        raise CheckpointError(
+            f"{path}: unsupported format version {data.get('format_version')!r} "
+            f"(this sketchshot reads versions {', '.join(map(str, READABLE_VERSIONS))})"
+        )
+    return data
+
+
+def parse_card(kind: type[Card], data: dict[str, Any], path: Path) -> Any:
+    """``kind`` validated from ``data``; one line naming the first bad field otherwise."""
+    try:
+        card = kind.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "card"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise CheckpointError(f"{path}: {where}: {first['msg']}{more}") from None
+    card._path = path
+    return card

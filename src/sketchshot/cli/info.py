@@ -1,0 +1,87 @@
+"""``sketchshot info``: what a saved model (or a class bank) is, from its card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from sketchshot.cli.app import command
+from sketchshot.cli.options import Json, Quiet, Verbose
+from sketchshot.cli.render import emit
+
+Card = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Run folder, model.json or a class bank's JSON. [default: the newest run under "
+        "./runs]",
+        show_default=False,
+    ),
+]
+
+
+def card_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(name, value) rows of a model card's JSON shape."""
+    m, p = card.get("model") or {}, card.get("preprocessing") or {}
+    data = card.get("data") or {}
+    origin = f" from {data['origin']}" if data.get("origin") else ""
+    return [
+        ("method", f"{m.get('method')} ({m.get('kind')})"),
+        ("encoder", f"{m.get('encoder')} {m.get('encoder_args', {})}"),
+        ("method args", m.get("method_args", {})),
+        ("initialised from", m.get("init", "scratch")),
+        (
+            "preprocessing",
+            f"{p.get('image_size')}px, invert {p.get('invert')}, "
+            f"mean {p.get('mean')}, std {p.get('std')}",
+        ),
+        ("classes", f"{len(card.get('class_names') or ())}{origin}"),
+        ("metrics", json.dumps((card.get("metrics") or {}).get("best", {}))),
+        ("sketchshot", card.get("sketchshot_version")),
+        ("sha256", card.get("sha256")),
+    ]
+
+
+def bank_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(name, value) rows of a class bank's JSON shape."""
+    built, reject = card.get("built_with") or {}, card.get("reject") or {}
+    classes = card.get("classes") or ()
+    threshold = f"unknown below similarity {reject['value']:.4f}" if "value" in reject else "none"
+    return [
+        (
+            "class bank",
+            f"{len(classes)} classes, {card.get('n_embeddings')} embeddings of "
+            f"{card.get('embedding_dim')} dimensions",
+        ),
+        ("encoded with", f"{built.get('method')} / {built.get('encoder')} at {built.get('path')}"),
+        ("model sha256", built.get("sha256")),
+        ("reject threshold", threshold),
+        ("sketchshot", card.get("sketchshot_version")),
+        ("sha256", card.get("sha256")),
+    ]
+
+
+@command()
+def info(
+    model: Card = None, as_json: Json = False, quiet: Quiet = False, verbose: Verbose = False
+) -> None:
+    """Print a saved model's card: architecture, preprocessing, classes, metrics, hash."""
+    from sketchshot import engine
+
+    found = engine.info(model)
+    card = found.model_dump(mode="json") if isinstance(found, BaseModel) else dict(found)
+
+    def human(c: Console) -> None:
+        bank = card.get("kind") == "class_bank"
+        table = Table(show_header=False)
+        for key, value in bank_fields(card) if bank else card_fields(card):
+            table.add_row(key, escape(str(value)))
+        c.print(table, soft_wrap=False)
+
+    emit(as_json, card, human)

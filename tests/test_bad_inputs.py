@@ -26,14 +26,8 @@ from sketchshot import engine
 from sketchshot.card import Preprocessing
 from sketchshot.cli import app
 from sketchshot.config import EnrollConfig, PredictConfig
-from sketchshot.data.folder import (
-    MAX_IMAGE_BYTES,
-    DataWarning,
-    UnreadableImage,
-    decode_sketch,
-    load_image_folder,
-)
-from sketchshot.errors import DataError
+from sketchshot.data.folder import MAX_IMAGE_BYTES, decode_sketch, load_image_folder
+from sketchshot.errors import DataError, DataWarning, UnreadableImage
 from sketchshot.prediction import expand_inputs, predict_paths
 
 PRE = Preprocessing(image_size=28)
@@ -330,6 +324,19 @@ def test_a_decompression_bomb_is_refused_in_our_words(monkeypatch, side):
     one_line(str(info.value), "cannot read image bomb.png", "1,000 pixels", "decompression bomb")
 
 
+def test_the_command_line_prints_skipped_entries_as_one_note(tmp_path, saved_model):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(zip_bytes({**good_entries(2), "../up/c9/x.png": b"x"}))
+    done = CliRunner().invoke(
+        app, ["enroll", "--model", str(saved_model), "--support", str(archive),
+              "--out", str(tmp_path / "bank"), "--device", "cpu"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    notes = [line for line in plain(done.output).splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "skipped 1 zip entries with unsafe paths" in notes[0]
+    assert "DataWarning" not in done.output  # not Python's raw two-line warning
+
+
 def test_zip_entries_with_unsafe_paths_are_skipped_with_a_warning(tmp_path):
     archive = tmp_path / "a.zip"
     unsafe = {"../up/c9/x.png": b"x", "/abs/c9/y.png": b"y", "top/../../z.png": b"z"}
@@ -340,6 +347,7 @@ def test_zip_entries_with_unsafe_paths_are_skipped_with_a_warning(tmp_path):
     assert len(caught) == 1
     one_line(str(caught[0].message), str(archive), "skipped 3 zip entries with unsafe paths",
              *unsafe)  # fmt: skip
+
 
     only = tmp_path / "only.zip"
     only.write_bytes(zip_bytes(unsafe))

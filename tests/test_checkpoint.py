@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from helpers import model_spec
+from sketchshot.card import with_card_digest
 from sketchshot.checkpoint import (
     FORMAT_VERSION,
     load_model,
@@ -50,7 +51,10 @@ def read_json(path: Path) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data), encoding="utf-8")
+    """Rewrite a card as a tool that keeps it consistent would, with a fresh card_sha256, so
+    that what the tests below reach is the check behind the digest (test_integrity.py has
+    the edits the digest refuses)."""
+    path.write_text(json.dumps(with_card_digest(data)), encoding="utf-8")
 
 
 def test_round_trip_from_folder_weights_or_sidecar(saved):

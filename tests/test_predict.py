@@ -21,6 +21,7 @@ from helpers import model_spec, plain, sketch_array, write_png
 from sketchshot import engine
 from sketchshot.bank import ClassBank, ModelRef, load_bank
 from sketchshot.calibration import calibrate, pick_threshold
+from sketchshot.card import with_card_digest
 from sketchshot.checkpoint import load_model, save_model
 from sketchshot.cli import app
 from sketchshot.config import Config, EnrollConfig, PredictConfig
@@ -437,7 +438,7 @@ def test_a_threshold_on_another_statistic_is_refused(cli, bank, tmp_path):
     sidecar = tmp_path / "bank.json"
     meta = json.loads(sidecar.read_text(encoding="utf-8"))
     meta["reject"]["statistic"] = "max_probability"
-    sidecar.write_text(json.dumps(meta), encoding="utf-8")
+    sidecar.write_text(json.dumps(with_card_digest(meta)), encoding="utf-8")  # consistent
     result = cli("predict", str(sidecar), "--bank", bank)
     assert result.exit_code == 1
     assert "calibrate it again with enroll --bank BANK --calibrate" in plain(result.stderr)
@@ -475,7 +476,7 @@ def test_cli_builds_the_predict_and_enroll_configs(cli, monkeypatch, tmp_path):
 
     def fake_predict(cfg, quiet=False, console=None, stdin=None):
         seen["predict"], seen["quiet"] = cfg, quiet
-        return engine.PredictionRun("m", "b", ("a",), None, None, [], iter(()))
+        return engine.PredictionRun("m", "b", ("a",), None, None, iter(()))
 
     def fake_enroll(cfg):
         seen["enroll"] = cfg

@@ -5,6 +5,7 @@ processes on the CPU."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import socket
@@ -166,9 +167,11 @@ def test_imagenet_init_downloads_caches_and_folds_the_stem(tmp_path, monkeypatch
     upstream = models.resnet18(weights=None).state_dict()  # stands in for the published file
     served = tmp_path / "served"
     served.mkdir()
-    torch.save(upstream, served / "resnet18-test.pth")
+    torch.save(upstream, served / "upstream.pth")
+    name = f"resnet18-{hashlib.sha256((served / 'upstream.pth').read_bytes()).hexdigest()[:8]}.pth"
+    (served / "upstream.pth").rename(served / name)  # named as torchvision names: with its hash
     server = _serve(served)
-    url = f"http://127.0.0.1:{server.server_address[1]}/resnet18-test.pth"
+    url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setitem(resnet.IMAGENET_WEIGHTS, "resnet18", type("W", (), {"url": url}))
     try:
@@ -176,7 +179,7 @@ def test_imagenet_init_downloads_caches_and_folds_the_stem(tmp_path, monkeypatch
         used = encoder.load_imagenet()
     finally:
         server.shutdown()
-    assert used == tmp_path / "torch-home" / "hub" / "checkpoints" / "resnet18-test.pth"
+    assert used == tmp_path / "torch-home" / "hub" / "checkpoints" / name
     torch.testing.assert_close(
         encoder.net.conv1.weight, upstream["conv1.weight"].sum(dim=1, keepdim=True)
     )

@@ -28,10 +28,10 @@ from sketchshot.checkpoint import load_model
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.folder import decode_sketch, load_image_folder
 from sketchshot.distributed import resolve_device
-from sketchshot.errors import DataError, SketchshotError
+from sketchshot.errors import DataError
 from sketchshot.evaluation import embed
 from sketchshot.methods import Method
-from sketchshot.prediction import READERS, UNKNOWN, BankScorer, Prediction, read_image
+from sketchshot.prediction import READERS, BankScorer, Prediction, label_rows, read_image
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 Images = ImageLike | Sequence[ImageLike]
@@ -93,10 +93,7 @@ def _pixels(item: ImageLike, pre: Preprocessing, name: str) -> torch.Tensor:
     if isinstance(item, torch.Tensor):
         return _tensor_pixels(item, pre.image_size, name)
     if isinstance(item, str | os.PathLike):
-        try:
-            array = read_image(os.fspath(item), pre.image_size, pre.invert)
-        except SketchshotError as exc:  # a missing file too: bad input data
-            raise exc if isinstance(exc, DataError) else DataError(str(exc)) from None
+        array = read_image(os.fspath(item), pre.image_size, pre.invert)
     else:
         image = _array_image(item, name) if isinstance(item, np.ndarray) else item
         if not isinstance(image, Image.Image):
@@ -208,13 +205,4 @@ class Model:
         if reject_below is None and bank.threshold is not None:
             reject_below = bank.threshold.value
         probs, sims = BankScorer(self.method, bank, self.device).scores(pixels)
-        top = probs.topk(min(top_k, len(bank.class_names)), dim=1)
-        class_names, rows = bank.class_names, []
-        for name, values, indices, similarity in zip(
-            names, top.values.tolist(), top.indices.tolist(), sims.tolist(), strict=True
-        ):
-            best = class_names[indices[0]]
-            label = UNKNOWN if reject_below is not None and similarity < reject_below else best
-            scores = {class_names[j]: round(v, 4) for v, j in zip(values, indices, strict=True)}
-            rows.append(Prediction(name, label, values[0], best, round(similarity, 4), scores))
-        return rows
+        return label_rows(names, probs, sims, bank.class_names, top_k, reject_below)

@@ -29,7 +29,7 @@ from sketchshot.card import (
     parse_card,
     read_json,
 )
-from sketchshot.checkpoint import atomic_write, load_tensors, save_weights
+from sketchshot.checkpoint import load_tensors, save_pair
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.errors import CheckpointError, ConfigError, DataError
 from sketchshot.evaluation import embed
@@ -195,25 +195,30 @@ def bank_exists(path: str | Path) -> bool:
 
 
 def save_bank(bank: ClassBank, path: str | Path) -> Path:
-    """Write ``BANK.safetensors`` then ``BANK.json`` (each atomically); returns the sidecar."""
+    """Write ``BANK.safetensors`` and ``BANK.json`` as one unit (``checkpoint.save_pair``: a
+    bank edited in place and killed mid-save is the old bank or the new one); returns the
+    sidecar."""
     sidecar, weights = bank_files(path)
-    digest = save_weights(weights, {"embeddings": bank.embeddings, "labels": bank.labels})
-    card = BankCard(
-        format_version=FORMAT_VERSION,
-        sketchshot_version=sketchshot.__version__,
-        built_with=bank.model,
-        preprocessing=bank.preprocessing,
-        embedding_dim=int(bank.embeddings.shape[1]),
-        n_embeddings=len(bank),
-        classes=tuple(
-            BankClass(name=n, count=c, source=s)
-            for n, c, s in zip(bank.class_names, bank.counts(), bank.class_sources, strict=True)
-        ),
-        reject=bank.threshold,
-        weights=weights.name,
-        sha256=digest,
+    classes = tuple(
+        BankClass(name=n, count=c, source=s)
+        for n, c, s in zip(bank.class_names, bank.counts(), bank.class_sources, strict=True)
     )
-    atomic_write(sidecar, lambda p: p.write_text(card.to_json(), encoding="utf-8"))
+
+    def text(digest: str) -> str:
+        return BankCard(
+            format_version=FORMAT_VERSION,
+            sketchshot_version=sketchshot.__version__,
+            built_with=bank.model,
+            preprocessing=bank.preprocessing,
+            embedding_dim=int(bank.embeddings.shape[1]),
+            n_embeddings=len(bank),
+            classes=classes,
+            reject=bank.threshold,
+            weights=weights.name,
+            sha256=digest,
+        ).to_json()
+
+    save_pair(weights, sidecar, {"embeddings": bank.embeddings, "labels": bank.labels}, text)
     return sidecar
 
 

@@ -2,10 +2,17 @@
 ``BANK.json``. Every module reads and writes these models, never raw dicts (timm's
 ``PretrainedCfg`` pattern). Cards written by sketchshot 0.1 (format version 1) still load.
 
+A card carries two digests: ``sha256``, of the weights file, and ``card_sha256``, of the card
+itself (the canonical JSON of every other field: model, preprocessing, class names, config,
+...), so that an edited ``image_size`` or class list is refused on reading like edited weights.
+They catch edits and corruption; they are not signatures (anyone can recompute them). Cards of
+format version 1 have no ``card_sha256``: they load, and nothing vouches for their fields.
+
 Nothing here imports torch."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +50,51 @@ class Card(BaseModel):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+
+
+def card_digest(data: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of ``data`` less ``card_sha256``."""
+    body = {k: v for k, v in data.items() if k != "card_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def with_card_digest(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its ``card_sha256`` (last)."""
+    body = {k: v for k, v in data.items() if k != "card_sha256"}
+    return body | {"card_sha256": card_digest(body)}
+
+
+def check_card_digest(data: dict[str, Any], path: Path, required: bool = True) -> None:
+    """Refuse a sidecar whose fields do not match its ``card_sha256`` (or, when ``required``,
+    that has none)."""
+    stored = data.get("card_sha256")
+    if stored is None:
+        if required:
+            raise CheckpointError(
+                f"{path}: no card_sha256, so nothing vouches for its fields (written by a "
+                "development build of sketchshot 0.2?); save it again"
+            )
+        return
+    if stored != card_digest(data):
+        raise CheckpointError(
+            f"{path}: card_sha256 does not match its fields; the sidecar was edited or is corrupt"
+        )
+
+
+class DigestedCard(Card):
+    """A card whose JSON carries ``card_sha256``, written by ``to_json`` and checked by
+    ``parse_card``. None only on a card of format version 1 (nothing vouches for it)."""
+
+    card_sha256: str | None = Field(None, description="sha256 of the card's other fields")
+
+    @property
+    def covered(self) -> bool:
+        """Whether ``card_sha256`` vouched for this card's fields when it was read."""
+        return self.card_sha256 is not None
+
+    def to_json(self) -> str:
+        return json.dumps(with_card_digest(self.model_dump(mode="json")), indent=2) + "\n"
 
 
 class ModelSpec(Card):
@@ -89,7 +141,7 @@ class DataSummary(Card):
     images: int
 
 
-class ModelCard(Card):
+class ModelCard(DigestedCard):
     """``model.json``: the sidecar of ``model.safetensors`` (and of checkpoints' best/epoch_N)."""
 
     format_version: int = FORMAT_VERSION
@@ -132,7 +184,8 @@ class ModelCard(Card):
 def migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
     """A 0.1 card in the current shape: view settings leave the model's arguments, and flat
     method keys of the config move into the method's own section."""
-    data = {**data, "format_version": FORMAT_VERSION}
+    data = {k: v for k, v in data.items() if k != "card_sha256"}  # 0.1 wrote none
+    data["format_version"] = FORMAT_VERSION
     if isinstance(data.get("model"), dict):
         model = dict(data["model"])
         args = model.get("method_args", {})
@@ -208,7 +261,7 @@ class BankClass(Card):
     source: str = ""
 
 
-class BankCard(Card):
+class BankCard(DigestedCard):
     """``BANK.json``: the sidecar of a class bank's ``BANK.safetensors`` (embeddings, labels)."""
 
     format_version: int = FORMAT_VERSION
@@ -242,7 +295,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def parse_card(kind: type[Card], data: dict[str, Any], path: Path) -> Any:
-    """``kind`` validated from ``data``; one line naming the first bad field otherwise."""
+    """``kind`` validated from ``data``; one line naming the first bad field otherwise. A
+    ``DigestedCard`` of format version 2 must match its ``card_sha256``."""
     try:
         card = kind.model_validate(data)
     except ValidationError as exc:
@@ -250,5 +304,8 @@ def parse_card(kind: type[Card], data: dict[str, Any], path: Path) -> Any:
         where = ".".join(str(p) for p in first["loc"]) or "card"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise CheckpointError(f"{path}: {where}: {first['msg']}{more}") from None
+    if isinstance(card, DigestedCard) and data.get("format_version") != 1:
+        # the fields as read, so that a value pydantic would coerce still counts as an edit
+        check_card_digest(data, path)
     card._path = path
     return card

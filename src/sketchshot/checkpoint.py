@@ -2,43 +2,97 @@
 
 The card names the registry entries and their arguments, the preprocessing, class names,
 the resolved config, metrics and the sha256 of the weights, so a model rebuilds itself from
-its folder. Loading checks the hash and loads strictly. Writes are atomic. No pickle."""
+its folder. Loading checks the hash and loads strictly. No pickle.
+
+Every file is written atomically (a temporary file, flushed to disk, then renamed), and a pair
+of weights and sidecar is replaced as one unit (``save_pair``): a process killed at any
+instant of a save leaves a pair that loads and passes its hash check, either the previous
+one or the new one (no pair at all when there was none before). The commit point is the
+rename of the sidecar. The new weights are first written beside the old ones as
+``.NAME.safetensors.<sha256[:16]>`` and renamed onto ``NAME.safetensors`` only after the
+commit; a sidecar whose ``NAME.safetensors`` does not match its hash loads those pending
+weights instead, if they match it (``load_tensors``). Anything else that fails its hash is
+refused. The next save of the pair removes what a killed save left behind. This holds for
+one writer at a time per pair. A write that fails (a full disk) raises ``DiskFull`` or
+``WriteFailed``, naming the file, and leaves the previous pair in place."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialize
 from torch import nn
 
 import sketchshot
-from sketchshot.card import FORMAT_VERSION, ModelCard, ModelSpec, parse_card, read_json
+from sketchshot.card import (
+    FORMAT_VERSION,
+    ModelCard,
+    ModelSpec,
+    check_card_digest,
+    parse_card,
+    read_json,
+    with_card_digest,
+)
 from sketchshot.encoders import create_encoder
-from sketchshot.errors import CheckpointError, SketchshotError
+from sketchshot.errors import CheckpointError, DiskFull, SketchshotError, WriteFailed
 from sketchshot.methods import Method, create_method
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)``, then rename onto ``path``: readers never see a torn file.
-    The file gets the permissions a plain ``open`` would give it (0666 less the umask), not
-    ``mkstemp``'s private 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+def atomic_write(path: Path, write: Any, shown: Path | None = None) -> None:
+    """Call ``write(tmp_path)``, flush it to disk, then rename onto ``path``: readers never see
+    a torn file. The file gets the permissions a plain ``open`` would give it (0666 less the
+    umask), not ``mkstemp``'s private 0600. An ``OSError`` (a full disk) becomes a
+    ``WriteFailed`` naming ``shown`` (by default ``path``; ``DiskFull`` for no space), and
+    ``path`` is left as it was."""
+    shown = shown or path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(shown, exc) from None
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())
+        _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(shown, exc) from None
         raise
+
+
+def write_error(path: Path, exc: OSError) -> WriteFailed:
+    """The one-line error for a failed write of ``path``."""
+    if exc.errno == errno.ENOSPC:
+        return DiskFull(f"cannot write {path}: no space left on device")
+    if exc.errno == getattr(errno, "EDQUOT", None):
+        return DiskFull(f"cannot write {path}: no space left (disk quota exceeded)")
+    return WriteFailed(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _fsync(path: str | Path) -> None:
+    """Flush a file (or, on POSIX, a folder's entries) to disk."""
+    if Path(path).is_dir() and os.name != "posix":
+        return  # Windows cannot open a folder; its renames are journalled
+    fd = os.open(path, os.O_RDONLY if Path(path).is_dir() else os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -82,28 +136,64 @@ def build_model(spec: ModelSpec) -> Method:
         raise CheckpointError(f"saved model arguments do not fit this version: {exc}") from None
 
 
-def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> str:
-    """Write tensors atomically to ``path``; return the file's sha256."""
+def pending_weights(weights: Path, sha256: str) -> Path:
+    """Where ``save_pair`` keeps new weights of hash ``sha256`` until its sidecar is in place."""
+    return weights.with_name(f".{weights.name}.{sha256[:16]}")
+
+
+def save_pair(
+    weights: Path, sidecar: Path, tensors: dict[str, torch.Tensor], card: Callable[[str], str]
+) -> str:
+    """Replace ``weights`` (the tensors, as safetensors) and ``sidecar`` (the text
+    ``card(sha256)`` for the new weights' hash) as one unit; returns the hash.
+
+    Three steps, each one rename: the weights to ``pending_weights``, the sidecar into place
+    (the commit), the pending weights onto ``weights``. Killed before the commit, the
+    previous pair is untouched; after it, ``load_tensors`` takes the pending weights."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    return sha256_of(path)
+    data = serialize(tensors, metadata={"format": "pt"})
+    digest = hashlib.sha256(data).hexdigest()
+    text = card(digest)
+    pending = pending_weights(weights, digest)
+    atomic_write(pending, lambda p: p.write_bytes(data), shown=weights)
+    atomic_write(sidecar, lambda p: p.write_text(text, encoding="utf-8"))  # the commit
+    try:
+        os.replace(pending, weights)
+        _fsync(weights.parent)
+    except OSError as exc:  # the new pair is saved, and loads through its pending weights
+        raise write_error(weights, exc) from None
+    discard_leftovers(weights, sidecar)
+    return digest
+
+
+def discard_leftovers(weights: Path, sidecar: Path) -> None:
+    """Remove what saves of this pair that were killed left: temporary and pending files
+    (``.NAME.safetensors.*``, ``.NAME.json.*``; a temporary file of pending weights starts
+    with ``..``)."""
+    own = (f"{weights.name}.", f"{sidecar.name}.")
+    for entry in os.scandir(weights.parent):
+        if entry.name.startswith(".") and entry.name.lstrip(".").startswith(own):
+            Path(entry.path).unlink(missing_ok=True)
 
 
 def save_model(stem: Path, method: nn.Module, card: dict[str, Any]) -> Path:
-    """Write ``stem.safetensors`` and its card ``stem.json`` (``card`` holds every field but
-    the versions, file name and hash); returns the weights' path."""
+    """Write ``stem.safetensors`` and its card ``stem.json`` as one unit (``save_pair``;
+    ``card`` holds every field but the versions, file name and hash); returns the weights'
+    path."""
     weights = stem.with_suffix(".safetensors")
-    digest = save_weights(weights, unwrap(method).state_dict())
-    written = ModelCard.model_validate(
-        {
-            "format_version": FORMAT_VERSION,
-            "sketchshot_version": sketchshot.__version__,
-            **card,
-            "weights": weights.name,
-            "sha256": digest,
-        }
-    )
-    atomic_write(stem.with_suffix(".json"), lambda p: p.write_text(written.to_json(), "utf-8"))
+
+    def text(digest: str) -> str:
+        return ModelCard.model_validate(
+            {
+                "format_version": FORMAT_VERSION,
+                "sketchshot_version": sketchshot.__version__,
+                **card,
+                "weights": weights.name,
+                "sha256": digest,
+            }
+        ).to_json()
+
+    save_pair(weights, stem.with_suffix(".json"), unwrap(method).state_dict(), text)
     return weights
 
 
@@ -132,16 +222,27 @@ def read_card(path: str | Path) -> ModelCard:
 
 
 def load_tensors(weights: Path, expected_sha256: str | None) -> dict[str, torch.Tensor]:
+    """The tensors of ``weights``, hash-checked. Weights that do not match ``expected_sha256``
+    are refused unless the pending weights of a save killed after its commit (``save_pair``)
+    match it: those are the sidecar's own."""
+    if expected_sha256 is not None and not has_sha256(weights, expected_sha256):
+        pending = pending_weights(weights, expected_sha256)
+        if has_sha256(pending, expected_sha256):
+            weights = pending
+        elif weights.is_file():
+            raise CheckpointError(
+                f"{weights}: sha256 does not match its sidecar; the file was changed or is corrupt"
+            )
     if not weights.is_file():
         raise CheckpointError(f"weights file missing: {weights}")
-    if expected_sha256 is not None and sha256_of(weights) != expected_sha256:
-        raise CheckpointError(
-            f"{weights}: sha256 does not match its sidecar; the file was changed or is corrupt"
-        )
     try:
         return load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights}: unreadable safetensors file ({exc})") from None
+
+
+def has_sha256(path: Path, sha256: str) -> bool:
+    return path.is_file() and sha256_of(path) == sha256
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Method, ModelCard]:
@@ -177,29 +278,36 @@ def save_training_state(
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng/cuda/{i}"] = s
-    digest = save_weights(stem.with_suffix(".safetensors"), tensors)
     meta = {
         "format_version": FORMAT_VERSION,
         "kind": "training_state",
         "loop": state,
         "param_groups": opt["param_groups"],
         "optim_scalars": scalars,
-        "sha256": digest,
     }
-    write_json(stem.with_suffix(".json"), meta)
+
+    def text(digest: str) -> str:
+        return json.dumps(with_card_digest(meta | {"sha256": digest}), indent=2) + "\n"
+
+    save_pair(stem.with_suffix(".safetensors"), stem.with_suffix(".json"), tensors, text)
 
 
 def load_training_state(
     stem: Path, method: nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
-    """Restore what ``save_training_state`` wrote; returns the loop counters."""
-    try:
-        meta = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    """Restore what ``save_training_state`` wrote; returns the loop counters. The sidecar
+    must hold the weights' ``sha256`` and (from format version 2) its ``card_sha256``."""
+    sidecar = stem.with_suffix(".json")
+    if not sidecar.is_file():
+        raise CheckpointError(f"nothing to resume: {sidecar} is missing")
+    meta = read_json(sidecar)
+    if meta.get("kind") != "training_state" or not isinstance(meta.get("sha256"), str):
         raise CheckpointError(
-            f"nothing to resume: {stem.with_suffix('.json')} is missing"
-        ) from None
-    tensors = load_tensors(stem.with_suffix(".safetensors"), meta.get("sha256"))
+            f"{sidecar}: not a training state with the sha256 of its weights; it cannot be "
+            "trusted to resume from"
+        )
+    check_card_digest(meta, sidecar, required=meta["format_version"] != 1)
+    tensors = load_tensors(stem.with_suffix(".safetensors"), meta["sha256"])
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
     try:
         unwrap(method).load_state_dict(model_state, strict=True)

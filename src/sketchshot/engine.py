@@ -47,7 +47,8 @@ from sketchshot.errors import CheckpointError, ConfigError, DataError
 from sketchshot.evaluation import embed
 from sketchshot.methods import METHODS, Method, create_method
 from sketchshot.methods.ssl.base import TwoViews
-from sketchshot.prediction import BankScorer, Prediction, expand_inputs, predict_paths, progress_bar
+from sketchshot.prediction import BankScorer, Prediction, expand_inputs, predict_paths
+from sketchshot.progress import progress_bar
 from sketchshot.protocols.report import hardest_classes, per_class_accuracy
 from sketchshot.protocols.run import check_settings, run_protocol
 from sketchshot.runs import RunResult, TrainingJob, latest_run, train_run
@@ -519,9 +520,6 @@ class PredictionRun:
     class_names: tuple[str, ...]
     threshold: float | None
     threshold_from: str | None
-    # the image paths: a list, or with ``-`` (stdin) an iterator that ``rows`` consumes as
-    # paths arrive; read the rows, not this
-    paths: Sequence[str] | Iterator[str]
     rows: Iterator[Prediction]
 
 
@@ -581,7 +579,6 @@ def predict(
         class_names=bank.class_names,
         threshold=threshold,
         threshold_from=threshold_from if threshold is not None else None,
-        paths=paths,
         rows=rows(),
     )
 

@@ -19,15 +19,6 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from sketchshot.bank import ClassBank, class_probabilities, nearest_class_similarity
 from sketchshot.card import Preprocessing
@@ -109,16 +100,16 @@ def expand_inputs(inputs: Sequence[str], stdin: TextIO | None = None) -> Iterato
 
 
 def read_image(path: str, image_size: int, invert: Any) -> np.ndarray:
-    """uint8 [S, S] of one image file; a ``SketchshotError`` saying why when it cannot be read."""
+    """uint8 [S, S] of one image file; a ``DataError`` saying why when it cannot be read."""
     try:
         data = read_image_bytes(path, path)
     except FileNotFoundError:
         what = "no file matches" if _has_magic(path) else "no such file:"
-        raise SketchshotError(f"{what} {path}") from None
+        raise DataError(f"{what} {path}") from None
     except IsADirectoryError:
-        raise SketchshotError(f"no images in folder {path}") from None
+        raise DataError(f"no images in folder {path}") from None
     except OSError as exc:
-        raise SketchshotError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     return decode_sketch(data, image_size, invert, path)
 
 
@@ -209,6 +200,29 @@ class BankScorer:
         return probs.cpu(), sims.cpu()
 
 
+def label_rows(
+    paths: Sequence[str],
+    probs: torch.Tensor,
+    sims: torch.Tensor,
+    class_names: Sequence[str],
+    top_k: int,
+    reject_below: float | None,
+) -> list[Prediction]:
+    """A ``Prediction`` per scored image: class probabilities [N, C] and nearest-class
+    similarities [N] -> the best class, the ``top_k`` scores, and ``unknown`` as the label
+    below ``reject_below``."""
+    top = probs.topk(min(top_k, len(class_names)), dim=1)
+    rows = []
+    for path, values, indices, similarity in zip(
+        paths, top.values.tolist(), top.indices.tolist(), sims.tolist(), strict=True
+    ):
+        best = class_names[indices[0]]
+        label = UNKNOWN if reject_below is not None and similarity < reject_below else best
+        scores = {class_names[j]: round(v, 4) for v, j in zip(values, indices, strict=True)}
+        rows.append(Prediction(path, label, values[0], best, round(similarity, 4), scores))
+    return rows
+
+
 def _scored(
     scorer: BankScorer,
     paths: Sequence[str],
@@ -223,24 +237,15 @@ def _scored(
             arrays.append(future.result())
         except SketchshotError as exc:
             errors[i] = str(exc)
-    names = scorer.class_names
     if not arrays:
         return [Prediction(p, None, None, error=errors[i]) for i, p in enumerate(paths)]
     probs, sims = scorer.scores(torch.from_numpy(np.stack(arrays)).unsqueeze(1))
-    top = probs.topk(min(top_k, len(names)), dim=1)
-    ranked = iter(zip(top.values.tolist(), top.indices.tolist(), sims.tolist(), strict=True))
-    out = []
-    for i, path in enumerate(paths):
-        if i in errors:
-            out.append(Prediction(path, None, None, error=errors[i]))
-            continue
-        values, indices, similarity = next(ranked)
-        best, confidence = names[indices[0]], values[0]
-        rejected = reject_below is not None and similarity < reject_below
-        scores = {names[j]: round(v, 4) for v, j in zip(values, indices, strict=True)}
-        label = UNKNOWN if rejected else best
-        out.append(Prediction(path, label, confidence, best, round(similarity, 4), scores))
-    return out
+    good = [p for i, p in enumerate(paths) if i not in errors]
+    labelled = iter(label_rows(good, probs, sims, scorer.class_names, top_k, reject_below))
+    return [
+        Prediction(p, None, None, error=errors[i]) if i in errors else next(labelled)
+        for i, p in enumerate(paths)
+    ]
 
 
 def predict_paths(
@@ -281,16 +286,3 @@ def predict_paths(
         feed.close()
 
 
-def progress_bar(console: Console, disable: bool) -> Progress:
-    """A progress bar on ``console`` (stderr) that leaves stdout alone for the results."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=disable,
-        redirect_stdout=False,
-        redirect_stderr=False,
-    )

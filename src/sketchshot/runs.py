@@ -4,6 +4,8 @@ model come out. Pretraining and fine-tuning both end here."""
 
 from __future__ import annotations
 
+import errno
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,15 +16,18 @@ from rich.console import Console
 
 from sketchshot import distributed
 from sketchshot.card import DataSummary, ModelSpec, Preprocessing
-from sketchshot.checkpoint import atomic_write, read_card, save_model
+from sketchshot.checkpoint import atomic_write, read_card, save_model, write_error
 from sketchshot.config import Config, TrainingConfig, to_toml
 from sketchshot.data.dataset import SketchDataset
-from sketchshot.errors import CheckpointError, ConfigError
+from sketchshot.errors import CheckpointError, ConfigError, DiskFull, WriteFailed
 from sketchshot.evaluation import embed, score_episodes
 from sketchshot.methods import Method
 from sketchshot.training import BatchSource, FitResult, LoopSettings, Validator, fit
 
 RUNS = Path("runs")
+# What a run writes into its folder's checkpoints/ (with the leftovers of killed saves, which
+# start with a dot).
+CHECKPOINT_FILE = re.compile(r"\.*(best|last|epoch_\d+)\.(json|safetensors)(\..+)?")
 
 
 @dataclass
@@ -64,11 +69,37 @@ class TrainingJob:
 
 
 def new_run_dir(out: Path | None, command: str, method: str) -> Path:
+    """The folder of a new run: ``out``, or a new one under ``runs/``. A folder that holds a
+    finished run (``model.json``) or one to resume (``checkpoints/last.json``) is refused; one
+    with neither (a run stopped before its first ``last``, by a full disk, say) is reused."""
     if out is None:
         out = RUNS / f"{command}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if out.exists() and any((out / n).exists() for n in ("model.json", "checkpoints")):
+    if (out / "model.json").exists() or (out / "checkpoints" / "last.json").exists():
         raise ConfigError(f"{out} already holds a run; choose another --out or use --resume {out}")
     return out
+
+
+def discard_unfinished(run_dir: Path) -> bool:
+    """Remove what a run that never saved a ``last`` left in ``run_dir`` (its checkpoints and
+    ``metrics.jsonl``), so that a new run there starts clean; other files are kept. True if
+    there was anything to remove."""
+    ckpt = run_dir / "checkpoints"
+    found = [run_dir / "metrics.jsonl"] if (run_dir / "metrics.jsonl").is_file() else []
+    if ckpt.is_dir():
+        found += [e for e in ckpt.iterdir() if CHECKPOINT_FILE.fullmatch(e.name) and e.is_file()]
+    for path in found:
+        path.unlink()
+    return bool(found)
+
+
+def stopped_by(exc: WriteFailed, run_dir: Path) -> WriteFailed:
+    """``exc`` with what to do next: resume from the last complete ``last``, or start again."""
+    if (run_dir / "checkpoints" / "last.json").exists():
+        then = f"continue with --resume {run_dir}"
+    else:
+        then = f"start again with --out {run_dir}"
+    fix = "make room" if isinstance(exc, DiskFull) else "fix that"
+    return type(exc)(f"{exc}; the run stopped: {fix}, then {then}")
 
 
 def latest_run(kind: str | None = None, root: Path = RUNS) -> Path:
@@ -138,6 +169,13 @@ def train_run(
             raise ConfigError(problem)
         card = job.card()
         if ctx.is_main:
+            if resume is None and discard_unfinished(run_dir) and not quiet:
+                console.print(
+                    f"{run_dir}: starting again the run that stopped before its first "
+                    "complete checkpoint",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(
                 run_dir / "config.toml",
@@ -174,21 +212,28 @@ def train_run(
                 highlight=False,
                 soft_wrap=True,
             )
-        result = fit(
-            method, source, settings, run_dir, ctx, save, validate,
-            resume=resume is not None, console=console, quiet=quiet, label=job.command,
-        )  # fmt: skip
-        metrics = {
-            "epochs": result.epochs,
-            "steps": result.steps,
-            "seconds": round(result.seconds, 1),
-            "images_per_s": round(result.images_per_s, 1),
-            "stopped": result.stopped,
-            "best": result.best,
-            "last": result.history[-1] if result.history else {},
-        }
-        if ctx.is_main:
-            save("model", metrics)
+        try:
+            result = fit(
+                method, source, settings, run_dir, ctx, save, validate,
+                resume=resume is not None, console=console, quiet=quiet, label=job.command,
+            )  # fmt: skip
+            metrics = {
+                "epochs": result.epochs,
+                "steps": result.steps,
+                "seconds": round(result.seconds, 1),
+                "images_per_s": round(result.images_per_s, 1),
+                "stopped": result.stopped,
+                "best": result.best,
+                "last": result.history[-1] if result.history else {},
+            }
+            if ctx.is_main:
+                save("model", metrics)
+        except WriteFailed as exc:
+            raise stopped_by(exc, run_dir) from None
+        except OSError as exc:  # the loop's own logs (metrics.jsonl, TensorBoard) on a full disk
+            if exc.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", None)):
+                raise
+            raise stopped_by(write_error(Path(exc.filename or run_dir), exc), run_dir) from None
         distributed.barrier(ctx)
     finally:
         distributed.teardown(ctx)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,10 +20,9 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import Progress
-from safetensors.torch import load_file
 from torch import nn
 
-from sketchshot.checkpoint import load_training_state, save_training_state
+from sketchshot.checkpoint import load_tensors, load_training_state, read_card, save_training_state
 from sketchshot.config import OptimConfig
 from sketchshot.distributed import DistContext, resolve_device  # noqa: F401  (re-exported)
 from sketchshot.errors import ConfigError, TrainingDiverged, TrainingInterrupted
@@ -88,10 +89,50 @@ class LoopState:
     stale: int = 0  # validations since the best one
     seconds: float = 0.0
     images: int = 0
+    # running sums of this epoch's step values (loss, lr, metrics) over ``summed`` steps, so
+    # that a resumed epoch's record averages the steps before the interrupt as well
+    sums: dict[str, float] = field(default_factory=dict)
+    summed: int = 0
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.summed += 1
 
     @classmethod
     def fields(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls)}
+
+
+class DeferredInterrupt:
+    """Ctrl-C held back to the next step boundary, so that ``last`` is never written with
+    weights half-way through an optimiser step (or an epoch's bookkeeping) and counters that
+    say the step did not happen. The first SIGINT sets ``requested``; the loop stops at the
+    next boundary. A second one raises ``KeyboardInterrupt`` at once. Only on the main
+    thread, and only while SIGINT has Python's default handler (raise ``KeyboardInterrupt``);
+    the previous handler comes back on exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> DeferredInterrupt:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 @dataclass
@@ -163,13 +204,19 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.board = tensorboard_writer(run_dir) if ctx.is_main else None
+        self.interrupt = DeferredInterrupt()
+        # False while a step or an epoch's end is under way: the state in memory is then not
+        # one that a resumed run could continue from, and Ctrl-C must not save it
+        self.settled = True
 
     def restore(self) -> None:
-        """Continue from ``checkpoints/last``: weights, optimiser, RNG, counters, best weights."""
+        """Continue from ``checkpoints/last``: weights, optimiser, RNG, counters, best weights
+        (each hash-checked against its sidecar)."""
         saved = load_training_state(self.ckpt / "last", self.method, self.optimizer)
         self.loop = LoopState(**{k: v for k, v in saved.items() if k in LoopState.fields()})
-        if (self.ckpt / "best.safetensors").exists():
-            self.best_state = load_file(str(self.ckpt / "best.safetensors"))
+        if (self.ckpt / "best.safetensors").exists() or (self.ckpt / "best.json").exists():
+            best = read_card(self.ckpt / "best.json")
+            self.best_state = load_tensors(best.weights_path, best.sha256)
         if self.metrics_path.exists():
             lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
             self.history = [json.loads(x) for x in lines if '"epoch_end"' in x]
@@ -239,6 +286,7 @@ class Trainer:
         s, loop = self.settings, self.loop
         loop.epoch += 1
         loop.step_in_epoch = 0
+        loop.sums, loop.summed = {}, 0
         if not self.ctx.is_main:
             return
         if self.validate is not None and (loop.epoch % s.val_every == 0 or last):
@@ -267,6 +315,17 @@ class Trainer:
         limit = self.settings.max_minutes
         return self.rank0_says(bool(limit) and self.loop.seconds > limit * 60)
 
+    def stop_if_interrupted(self) -> None:
+        """At a step boundary: stop (``KeyboardInterrupt``) if Ctrl-C was pressed on any rank
+        since the last boundary."""
+        flag = self.interrupt.requested
+        if self.ctx.enabled:  # every rank must stop at the same boundary
+            shared = torch.tensor([float(flag)], device=self.device)
+            torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(shared.item())
+        if flag:
+            raise KeyboardInterrupt
+
     def rank0_says(self, flag: bool) -> bool:
         """Rank 0's ``flag`` on every rank (itself without torchrun)."""
         if not self.ctx.enabled:
@@ -286,14 +345,15 @@ class Trainer:
             batches = self.source.batches(np.random.default_rng([s.seed, loop.epoch]))
             for _ in range(loop.step_in_epoch):  # resumed mid-epoch: skip what was done
                 next(batches)
-            sums: dict[str, float] = {}
             for batch in batches:
                 if loop.step_in_epoch >= self.source.steps_per_epoch:
                     break
+                self.stop_if_interrupted()
+                self.settled = False
                 values = self.step(batch)
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                loop.add(values)
                 loop.seconds = time.perf_counter() - start
+                self.settled = True
                 rate = (loop.images - first[0]) / max(1e-9, loop.seconds - first[1])
                 shown = " ".join(f"{k} {v:.3g}" for k, v in values.items() if k != "lr")
                 progress.update(
@@ -311,21 +371,24 @@ class Trainer:
                     )
                 if self.out_of_time():
                     break
-            n = max(1, loop.step_in_epoch)
+            n = max(1, loop.summed)
             record = {
                 "event": "epoch_end",
                 "epoch": loop.epoch + 1,
                 "step": loop.step,
-                **{k: v / n for k, v in sums.items()},
+                **{k: v / n for k, v in loop.sums.items()},
                 "seconds": loop.seconds,
             }
+            self.settled = False
             self.end_epoch(record, last=loop.epoch + 1 >= s.epochs or self.out_of_time())
+            self.settled = True
             progress.update(
                 task,
                 status=" ".join(
                     f"{k} {v:.3g}" for k, v in record.items() if k in ("loss", s.monitor)
                 ),
             )
+            self.stop_if_interrupted()
             if self.out_of_time():
                 return "time"
             if self.patience_ran_out():
@@ -364,7 +427,8 @@ def fit(
 
     After every epoch: validation (if any), the ``last``
     training state, ``best`` weights by ``settings.monitor``; the best weights are loaded back
-    into ``method`` at the end. Ctrl-C writes ``last`` and raises ``TrainingInterrupted``.
+    into ``method`` at the end. Ctrl-C stops at the next step boundary, writes ``last`` there
+    and raises ``TrainingInterrupted``; a second Ctrl-C stops at once and saves nothing.
     Under torchrun, pass the ``DistContext``: rank 0 alone logs and saves."""
     ctx = device if isinstance(device, DistContext) else DistContext(0, 1, device)
     trainer = Trainer(method, source, settings, run_dir, ctx, save_model, validate)
@@ -377,14 +441,21 @@ def fit(
         console or Console(stderr=True), disable=quiet or not ctx.is_main, status=True
     )
     try:
-        with progress:
+        with trainer.interrupt, progress:
             stopped = trainer.run(progress, label)
     except KeyboardInterrupt:
-        trainer.save_last()
-        raise TrainingInterrupted(
-            f"interrupted; progress saved to {trainer.ckpt / 'last'}; "
-            f"continue with --resume {run_dir}"
-        ) from None
+        if trainer.settled:
+            trainer.save_last()
+            raise TrainingInterrupted(
+                f"interrupted; progress saved to {trainer.ckpt / 'last'}; "
+                f"continue with --resume {run_dir}"
+            ) from None
+        kept = (
+            f"{trainer.ckpt / 'last'} holds the last save; continue with --resume {run_dir}"
+            if (trainer.ckpt / "last.json").exists()
+            else "nothing was saved"
+        )
+        raise TrainingInterrupted(f"interrupted in the middle of a step; {kept}") from None
     finally:
         if trainer.board is not None:
             trainer.board.close()

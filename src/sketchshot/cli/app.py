@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
@@ -15,8 +16,8 @@ from rich.markup import escape
 
 from sketchshot import __version__
 from sketchshot.cli.options import Flag, collect
-from sketchshot.cli.render import print_error
-from sketchshot.errors import SketchshotError
+from sketchshot.cli.render import note, print_error, stderr_console
+from sketchshot.errors import DataWarning, SketchshotError
 
 app = typer.Typer(
     name="sketchshot",
@@ -50,6 +51,19 @@ def _root(
     pass
 
 
+def _data_notes(show: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints a ``DataWarning`` (skipped zip entries, say) as
+    one 'note:' line on stderr and hands any other warning to ``show``."""
+
+    def showwarning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any):
+        if issubclass(category, DataWarning):
+            note(stderr_console(), str(message))
+        else:
+            show(message, category, *args, **kw)
+
+    return showwarning
+
+
 def command(
     root: BaseModel | None = None,
     flags: Sequence[Flag] = (),
@@ -75,7 +89,9 @@ def command(
             for flag in flags:
                 values.pop(flag.name)
             try:
-                body(**values)
+                with warnings.catch_warnings():
+                    warnings.showwarning = _data_notes(warnings.showwarning)
+                    body(**values)
             except SketchshotError as exc:
                 if values.get("verbose"):
                     traceback.print_exc()

@@ -1,4 +1,7 @@
-"""``sketchshot info``: what a saved model (or a class bank) is, from its card."""
+"""``sketchshot info``: what a saved model (or a class bank) is, from its card.
+
+``engine.info`` hands back a card only once its weights matched ``sha256`` and its fields
+matched ``card_sha256`` (cards of format version 1 have none); the output says which."""
 
 from __future__ import annotations
 
@@ -26,6 +29,21 @@ Card = Annotated[
 ]
 
 
+def verified(card: dict[str, Any]) -> list[str]:
+    """The digests ``engine.info`` checked: the weights' always, the card's where it has one."""
+    return ["sha256", *(["card_sha256"] if card.get("card_sha256") else [])]
+
+
+def integrity_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The rows saying what the hashes vouch for."""
+    covered = (
+        "verified (card_sha256)"
+        if card.get("card_sha256")
+        else "not covered: a card of format version 1 has no card_sha256"
+    )
+    return [("sha256", f"{card.get('sha256')} (verified)"), ("card", covered)]
+
+
 def card_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
     """(name, value) rows of a model card's JSON shape."""
     m, p = card.get("model") or {}, card.get("preprocessing") or {}
@@ -44,7 +62,7 @@ def card_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
         ("classes", f"{len(card.get('class_names') or ())}{origin}"),
         ("metrics", json.dumps((card.get("metrics") or {}).get("best", {}))),
         ("sketchshot", card.get("sketchshot_version")),
-        ("sha256", card.get("sha256")),
+        *integrity_fields(card),
     ]
 
 
@@ -63,7 +81,7 @@ def bank_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
         ("model sha256", built.get("sha256")),
         ("reject threshold", threshold),
         ("sketchshot", card.get("sketchshot_version")),
-        ("sha256", card.get("sha256")),
+        *integrity_fields(card),
     ]
 
 
@@ -71,10 +89,11 @@ def bank_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
 def info(
     model: Card = None, as_json: Json = False, quiet: Quiet = False, verbose: Verbose = False
 ) -> None:
-    """Print a saved model's card: architecture, preprocessing, classes, metrics, hash."""
+    """Print a saved model's card: architecture, preprocessing, classes, metrics, and its
+    hashes, checked."""
     from sketchshot import engine
 
-    found = engine.info(model)
+    found = engine.info(model)  # a CheckpointError unless the hashes match
     card = found.model_dump(mode="json") if isinstance(found, BaseModel) else dict(found)
 
     def human(c: Console) -> None:
@@ -84,4 +103,4 @@ def info(
             table.add_row(key, escape(str(value)))
         c.print(table, soft_wrap=False)
 
-    emit(as_json, card, human)
+    emit(as_json, card | {"verified": verified(card)}, human)

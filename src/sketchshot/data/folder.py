@@ -20,7 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from sketchshot.data.dataset import SketchDataset
-from sketchshot.errors import DataError
+from sketchshot.errors import DataError, DataWarning, UnreadableImage
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # The most bytes read for one image file or zip entry. Scans of drawings are a few MB; the cap
@@ -31,22 +31,6 @@ NAMED = 10  # unreadable images (or skipped entries) named in one message; the r
 _WIDE_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}  # values not in 0..255
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _OPENING = threading.Lock()  # warning filters are process-wide: one Image.open at a time
-
-
-class DataWarning(UserWarning):
-    """Something in the data was left out and the user should know; the command goes on."""
-
-
-class UnreadableImage(DataError):
-    """One image that cannot be used: its ``name`` (a path, or ``archive:member``) and the
-    ``reason``, each on one line."""
-
-    def __init__(self, name: str, reason: object) -> None:
-        self.name = name
-        # Pillow names a file it cannot identify by its buffer's repr: say "the file" instead
-        text = re.sub(r"<_io\.\w+ object at 0x[0-9a-fA-F]+>", "the file", str(reason))
-        self.reason = " ".join(text.split())
-        super().__init__(f"cannot read image {name}: {self.reason}")
 
 
 def _over_limit(n_bytes: int | None) -> str:

@@ -1,8 +1,15 @@
 """torchvision ResNets with a 1-channel stem and no classifier (He et al. 2016), optionally
-starting from torchvision's ImageNet weights with the RGB stem folded into one channel."""
+starting from torchvision's ImageNet weights with the RGB stem folded into one channel.
+
+ImageNet weights, downloaded or found in the cache, are checked against torchvision's published
+hash: the leading hex digits of the file's sha256 are part of its name (``resnet18-f37072fd.pth``),
+as ``torch.hub``'s ``check_hash`` uses them."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -18,6 +25,8 @@ IMAGENET_WEIGHTS = {
     "resnet34": models.ResNet34_Weights.IMAGENET1K_V1,
     "resnet50": models.ResNet50_Weights.IMAGENET1K_V1,
 }
+# torch.hub's HASH_REGEX, with at least the 8 hex digits torchvision publishes
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
 
 
 class ResNetEncoder(Encoder):
@@ -41,9 +50,14 @@ class ResNetEncoder(Encoder):
 
     def load_imagenet(self, source: str | Path | None = None, download: bool = True) -> Path:
         """Load ImageNet weights from ``source`` (a .pth or .safetensors state dict), else from
-        the torch hub cache, downloading there if allowed. The RGB stem is summed over its
-        input channels into one channel; the classifier is dropped. Returns the file used."""
+        the torch hub cache, downloading there if allowed. Torchvision's file (from the cache,
+        or a ``source`` under its published name) must match its published hash. The RGB stem
+        is summed over its input channels into one channel; the classifier is dropped. Returns
+        the file used."""
         path = Path(source) if source else imagenet_file(self.arch, download)
+        url = IMAGENET_WEIGHTS[self.arch].url
+        if source and path.name == url.rsplit("/", 1)[-1] and path.is_file():
+            check_published_hash(path, url)
         state = read_state_dict(path)
         stem = state.get("conv1.weight")
         if stem is None or stem.dim() != 4:
@@ -63,18 +77,47 @@ def imagenet_file(arch: str, download: bool = True) -> Path:
     url = IMAGENET_WEIGHTS[arch].url
     path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     if path.is_file():
+        check_published_hash(path, url)
         return path
     if not download:
         raise CheckpointError(f"ImageNet weights for {arch} are not cached at {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    fetched = path.with_name(f".{path.name}.download")  # cached only once its hash matches
     try:
-        torch.hub.download_url_to_file(url, str(path), progress=True)
+        torch.hub.download_url_to_file(url, str(fetched), progress=True)
     except Exception as exc:  # offline, proxy, HTTP error: say where to put the file
         raise CheckpointError(
             f"cannot download ImageNet weights for {arch} from {url} ({exc}); "
             f"put the file at {path} or pass its path"
         ) from None
+    try:
+        check_published_hash(fetched, url, downloaded=True)
+        os.replace(fetched, path)
+    finally:
+        fetched.unlink(missing_ok=True)
     return path
+
+
+def check_published_hash(path: Path, url: str, downloaded: bool = False) -> None:
+    """Refuse ``path`` unless its sha256 starts with the hash in the name of ``url``."""
+    found = HASH_IN_NAME.search(url.rsplit("/", 1)[-1])
+    if found is None:
+        raise CheckpointError(f"{url} names no published sha256 to check its file against")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(found.group(1)):
+        then = (
+            "it was not kept; try again"
+            if downloaded
+            else "the file is corrupt or not torchvision's; delete it to download it again"
+        )
+        what = f"the download of {url}" if downloaded else str(path)
+        raise CheckpointError(
+            f"{what}: sha256 {digest.hexdigest()[:16]}... does not match torchvision's "
+            f"published hash {found.group(1)}; {then}"
+        )
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from sketchshot.data.folder import IMAGE_SUFFIXES, decode_sketch
+from sketchshot.data.folder import IMAGE_SUFFIXES, decode_sketch, read_image_bytes, read_member
 from sketchshot.errors import DataError
 from sketchshot.evaluation import embed
 from sketchshot.methods import Method
@@ -58,9 +58,13 @@ class _Files:
     def read(self, name: str) -> bytes:
         if name not in self.names:
             raise DataError(f"{self.source}: {name} is missing")
-        if self.archive is not None:
-            return self.archive.read(name)
-        return (self.source / name).read_bytes()
+        where = f"{self.source}:{name}" if self.archive is not None else str(self.source / name)
+        try:
+            if self.archive is not None:
+                return read_member(self.archive, self.archive.getinfo(name), where)
+            return read_image_bytes(self.source / name, where)
+        except OSError as exc:
+            raise DataError(f"cannot read {where}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         if self.archive is not None:

@@ -154,6 +154,12 @@ def test_strokes_on_a_transparent_page_decode_bright_whatever_their_colour():
         assert np.array_equal(decode_sketch(png(im), 28, "auto", name), want), name
 
 
+def speck() -> Image.Image:
+    page = np.full((30, 30), 255, np.uint8)
+    page[12, 7] = 254
+    return Image.fromarray(page)
+
+
 @pytest.mark.parametrize(
     ("im", "reason"),
     [
@@ -162,6 +168,7 @@ def test_strokes_on_a_transparent_page_decode_bright_whatever_their_colour():
         (Image.new("RGB", (30, 30), (90, 90, 90)), "blank"),
         (Image.fromarray(np.full((30, 30), 40000, np.uint16)), "blank"),
         (Image.new("RGBA", (30, 30), (0, 0, 0, 0)), "fully transparent"),
+        (speck(), "blank (pixels only 254..255)"),  # a scanner's speck on a white page
         (stroke("RGBA", 30, (0, 0, 0, 0), (255, 255, 255, 0)), "fully transparent"),
     ],
 )

@@ -15,12 +15,12 @@ from helpers import model_spec
 from sketchshot.card import with_card_digest
 from sketchshot.checkpoint import (
     FORMAT_VERSION,
+    atomic_write,
     load_model,
     load_training_state,
     save_model,
     save_training_state,
 )
-from sketchshot.checkpoint import write_json as atomic_write_json
 from sketchshot.encoders import create_encoder
 from sketchshot.errors import CheckpointError
 from sketchshot.methods import create_method
@@ -249,7 +249,7 @@ def test_a_sidecar_without_sha256_is_refused(saved_model):
 def test_atomic_write_respects_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
-        atomic_write_json(tmp_path / "a.json", {"x": 1})
+        atomic_write(tmp_path / "a.json", lambda p: p.write_text(json.dumps({"x": 1})))
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644

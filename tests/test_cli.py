@@ -39,7 +39,7 @@ COMMON_TRAIN = {
     "--augment-strength", "--max-minutes", "--resume", "--config", "--out", "--seed", "--device",
     "--json", "--quiet", "--verbose", "--weight-decay", "--optimizer", "--schedule",
     "--warmup-epochs", "--checkpoint-every", "--patience", "--val-episodes", "--val-ways", "--amp",
-    "--channels-last",
+    "--no-channels-last",
 }  # fmt: skip
 EVALUATE = {
     "--model", "--ways", "--shots", "--queries", "--episodes", "--split", "--data", "--classes",
@@ -240,12 +240,14 @@ def test_method_settings_reach_the_chosen_method(cli, monkeypatch):
     calls: list = []
     monkeypatch.setattr(engine, "pretrain", fake_run(calls, "byol"))
     args = ("pretrain", "--method", "byol", "--ema-decay", 0.95, "--hidden-dim", 256)
-    result = cli(*args, "--crop", 0.8, "--no-flip", "--weight-decay", 0.01, "--patience", 2)
+    result = cli(*args, "--crop", 0.8, "--flip", "--weight-decay", 0.01, "--patience", 2,
+                 "--no-channels-last")  # fmt: skip
     assert result.exit_code == 0, result.output
     p = calls[0].cfg.pretrain
     assert (p.method.name, p.method.ema_decay, p.method.hidden_dim) == ("byol", 0.95, 256)
     assert p.method.projection_dim == 128  # BYOL's own default, not another method's
-    assert p.views == ViewConfig(crop=0.8, flip=False)
+    assert p.views == ViewConfig(crop=0.8, flip=True)
+    assert p.channels_last is False  # the switch turns it off
     assert (p.optim.weight_decay, p.patience) == (0.01, 2)
     calls.clear()
     monkeypatch.setattr(engine, "finetune", fake_run(calls, "matching"))
@@ -520,7 +522,8 @@ def test_finetune_names_a_class_with_too_few_images(cli, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    os.environ.get("SKETCHSHOT_SLOW") != "1", reason="about two minutes; set SKETCHSHOT_SLOW=1"
+    os.environ.get("SKETCHSHOT_SLOW") != "1",
+    reason="the whole demo (half a minute to minutes); set SKETCHSHOT_SLOW=1",
 )
 def test_demo_end_to_end(cli, tmp_path):
     out = tmp_path / "demo"

@@ -237,23 +237,18 @@ def test_info_into_a_pipe_keeps_the_hash_and_paths_whole(cli, monkeypatch, make)
     assert as_json["sha256"] == SHA and as_json["model"]["method"] == "protonet"
 
 
-def test_info_on_a_bank_says_it_is_a_bank(cli, monkeypatch):
-    bank = {
-        "kind": "class_bank",
-        "sketchshot_version": "0.2.0",
-        "built_with": {"path": LONG, "sha256": SHA, "method": "protonet", "encoder": "conv4"},
-        "embedding_dim": 64,
-        "n_embeddings": 15,
-        "classes": [{"name": n, "count": 5} for n in "abc"],
-        "reject": {"value": 0.51234},
-        "sha256": SHA[::-1],
-    }
-    monkeypatch.setattr(engine, "info", lambda model: bank)
-    result = cli("info", "bank.json")
-    assert result.exit_code == 0, result.output
-    assert "None" not in result.stdout
-    assert "3 classes, 15 embeddings" in result.stdout
-    assert SHA[::-1] in result.stdout and "0.5123" in result.stdout
+def test_info_on_a_bank_says_it_is_a_bank(cli, saved_model, tmp_path):
+    from helpers import write_folder
+    from sketchshot.config import EnrollConfig
+
+    support = write_folder(tmp_path / "support", {"a": 5, "b": 5, "c": 5})
+    engine.enroll(EnrollConfig(model=saved_model, support=support, out=tmp_path / "bank"))
+    for named in ("bank", "bank.json", "bank.safetensors"):
+        result = cli("info", str(tmp_path / named))
+        assert result.exit_code == 0, result.output
+        assert "None" not in result.stdout
+        assert "3 classes, 15 embeddings of 64 dimensions" in result.stdout
+        assert "(verified)" in result.stdout
 
 
 def test_predict_table_into_a_file_is_not_folded(cli, monkeypatch):
@@ -388,3 +383,10 @@ def test_stdout_fits_a_terminal_and_is_unbounded_elsewhere():
     )
     assert int(piped.stdout.split()[1]) > 10_000
     assert f"saved {LONG}/model.safetensors (3 of 20 epochs)\n" in piped.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_at_80_columns_cuts_no_option_name(command):
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    assert "…" not in result.output, result.output

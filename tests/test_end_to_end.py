@@ -139,6 +139,30 @@ def test_resume_a_finished_pretrain_with_more_epochs(work):
     assert resolve_config(run / "config.toml").pretrain.epochs == 3
 
 
+def test_resume_refuses_what_would_lose_or_redo_a_finished_run(work):
+    run = work / "pre-again"
+    shutil.copytree(work / "pre", run)
+    config = (run / "config.toml").read_text(encoding="utf-8")
+    model = (run / "model.json").read_text(encoding="utf-8")
+    done = CliRunner().invoke(app, ["pretrain", "--resume", str(run), "--device", "cpu"])
+    assert done.exit_code == 2 and "has already trained 2 of 2 epochs" in done.output
+    # a resume that cannot load its checkpoint leaves the run as it was, resumable
+    other = CliRunner().invoke(
+        app, ["pretrain", "--resume", str(run), "--method", "byol", "--epochs", "3", "-q"]
+    )
+    assert other.exit_code == 1 and "saved weights do not fit this BYOL model" in other.output
+    assert len(other.output.strip().splitlines()) == 1
+    assert (run / "config.toml").read_text(encoding="utf-8") == config
+    assert (run / "model.json").read_text(encoding="utf-8") == model
+    # an encoder other than the --init run's is refused, not silently replaced
+    enc = CliRunner().invoke(
+        app, ["finetune", "--init", str(work / "pre"), "--encoder", "resnet18", "--out",
+              str(work / "never")],
+    )  # fmt: skip
+    assert enc.exit_code == 2 and "--encoder resnet18 differs from" in enc.output
+    assert not (work / "never").exists()
+
+
 def test_an_existing_run_folder_is_not_overwritten(work):
     result = CliRunner().invoke(
         app, ["pretrain", "--out", str(work / "pre"), "--config", str(work / "config.toml")]

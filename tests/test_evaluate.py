@@ -98,8 +98,11 @@ def test_replayed_episodes_give_identical_figures(saved_model, data, tmp_path):
     assert sum(c["correct"] for c in saved["per_class"].values()) == round(
         saved["accuracy"] * 40 * 9
     )
-    # another seed and other --ways/--queries: the file decides the episodes
-    replay = ok_json(*evaluate_args(saved_model, data, "--ways", 5), "--episodes-in", episodes)
+    # the file decides the episodes: --ways with it would be ignored, so it is refused
+    refused = invoke(*evaluate_args(saved_model, data, "--ways", 5), "--episodes-in", episodes)
+    assert refused.exit_code == 2
+    assert "--ways does not apply with --episodes-in" in plain(refused.output)
+    replay = ok_json(*evaluate_args(saved_model, data), "--episodes-in", episodes)
     for key in ("accuracy", "ci95", "per_class", "n_way", "n_shot", "n_query", "episodes"):
         assert replay[key] == saved[key], key
     assert replay["details"]["episodes"] == {
@@ -607,3 +610,17 @@ def test_long_class_paths_keep_their_last_part_and_their_start_in_pictures():
     tiny = fit_text(draw, name, 40, font)
     assert tiny.startswith("...") and tiny.endswith("15") and draw.textlength(tiny, font=font) <= 40
     assert fit_text(draw, name, width - 5, font, keep_end=False).startswith("Japan")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--protocol", "knn", "--ways", 20), "--ways does not apply to --protocol knn"),
+        (("--protocol", "linear", "--episodes", 7), "--episodes does not apply to --protocol"),
+        (("--draws", 3), "--draws does not apply to --protocol episodes (only to knn and linear)"),
+    ],
+)
+def test_an_option_the_protocol_would_ignore_is_refused(saved_model, data, args, message):
+    result = invoke(*evaluate_args(saved_model, data, *args))
+    assert result.exit_code == 2
+    assert message in plain(result.output)

@@ -64,10 +64,17 @@ def test_the_card_digest_covers_what_loading_trusts(saved_model):
         load_model(saved_model)
 
 
+V1 = {"format_version": 1, "sketchshot_version": "0.1.0"}  # what sketchshot 0.1 wrote
+
+
 def test_a_format_1_card_has_no_digest_and_loads_uncovered(saved_model):
     sidecar = saved_model / "model.json"
     data = {k: v for k, v in read(sidecar).items() if k != "card_sha256"}
+    # a card relabelled as version 1 by hand does not escape the check of its fields
     write(sidecar, data | {"format_version": 1})
+    with pytest.raises(CheckpointError, match="only 0.1 wrote that version"):
+        load_model(saved_model)
+    write(sidecar, data | V1)
     _, card = load_model(saved_model)
     assert not card.covered and card.card_sha256 is None
     # and its weights are still hash-checked
@@ -240,7 +247,7 @@ def test_info_says_what_it_verified(saved_model):
     assert as_json["verified"] == ["sha256", "card_sha256"]
     sidecar = saved_model / "model.json"
     data = read(sidecar)
-    write(sidecar, {k: v for k, v in data.items() if k != "card_sha256"} | {"format_version": 1})
+    write(sidecar, {k: v for k, v in data.items() if k != "card_sha256"} | V1)
     assert "not covered" in plain(cli("info", saved_model).stdout)
     data["preprocessing"]["image_size"] = 64
     write(sidecar, data)

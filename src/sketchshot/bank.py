@@ -10,6 +10,7 @@ A bank remembers the sha256 of the model that encoded it and refuses any other m
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,17 @@ def save_bank(bank: ClassBank, path: str | Path) -> Path:
     return sidecar
 
 
+def is_bank(path: str | Path) -> bool:
+    """Whether ``path`` (``BANK``, ``BANK.json`` or ``BANK.safetensors``) names a class bank."""
+    path = Path(path)
+    if path.is_dir() or not bank_files(path)[0].is_file():
+        return False
+    try:
+        return json.loads(bank_files(path)[0].read_text(encoding="utf-8")).get("kind") == KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def read_bank_card(path: str | Path) -> BankCard:
     sidecar, _ = bank_files(path)
     if not sidecar.is_file():
@@ -236,7 +248,7 @@ def load_bank(path: str | Path) -> ClassBank:
     """Read and check a bank: its card, the embeddings' sha256, shapes and per-class counts."""
     card = read_bank_card(path)
     sidecar = card.file
-    tensors = load_tensors(card.file.parent / card.weights, card.sha256)
+    tensors = load_tensors(card.weights_path, card.sha256)
     embeddings, labels = tensors.get("embeddings"), tensors.get("labels")
     if embeddings is None or labels is None:
         raise CheckpointError(f"{sidecar}: not a complete class bank (no embeddings or labels)")

@@ -48,6 +48,17 @@ class Card(BaseModel):
         """The JSON file this card was read from (None for a card made in memory)."""
         return self._path
 
+    @property
+    def weights_path(self) -> Path:
+        """The tensors file beside the card (``weights``); for a pair renamed together
+        (``other.json`` + ``other.safetensors``), the one of the card's own name. Its sha256
+        is checked on loading either way."""
+        weights = getattr(self, "weights", None)
+        if self.file is None or weights is None:
+            raise CheckpointError("a card made in memory has no weights file")
+        named, beside = self.file.parent / weights, self.file.with_suffix(".safetensors")
+        return beside if not named.exists() and beside.exists() else named
+
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
 
@@ -95,6 +106,18 @@ class DigestedCard(Card):
 
     def to_json(self) -> str:
         return json.dumps(with_card_digest(self.model_dump(mode="json")), indent=2) + "\n"
+
+
+class TrainingStateCard(DigestedCard):
+    """``checkpoints/last.json``: what ``--resume`` restores besides the tensors (the loop's
+    counters, the optimiser's groups and scalar state)."""
+
+    format_version: int = FORMAT_VERSION
+    kind: Literal["training_state"] = "training_state"
+    loop: dict[str, Any]
+    param_groups: list[dict[str, Any]]
+    optim_scalars: dict[str, dict[str, Any]] = {}
+    sha256: str
 
 
 class ModelSpec(Card):
@@ -163,12 +186,6 @@ class ModelCard(DigestedCard):
         if isinstance(data, dict) and data.get("format_version") == 1:
             data = migrate_v1(data)
         return data
-
-    @property
-    def weights_path(self) -> Path:
-        if self.file is None:
-            raise CheckpointError("a card made in memory has no weights file")
-        return self.file.parent / self.weights
 
     def run_config(self) -> Config:
         """The resolved config the model was trained with."""
@@ -290,6 +307,15 @@ def read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: unsupported format version {data.get('format_version')!r} "
             f"(this sketchshot reads versions {', '.join(map(str, READABLE_VERSIONS))})"
+        )
+    written_by = str(data.get("sketchshot_version", ""))
+    relabelled = data.get("kind") != "training_state" and not written_by.startswith("0.1")
+    if data.get("format_version") == 1 and relabelled:
+        # only sketchshot 0.1 wrote version 1 (without card_sha256): a card relabelled as 1
+        # by hand must not escape the check of its fields
+        raise CheckpointError(
+            f"{path}: format version 1 from sketchshot {written_by or '?'}; only 0.1 wrote "
+            "that version, so the card was edited"
         )
     return data
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -39,10 +38,9 @@ from sketchshot.card import (
     FORMAT_VERSION,
     ModelCard,
     ModelSpec,
-    check_card_digest,
+    TrainingStateCard,
     parse_card,
     read_json,
-    with_card_digest,
 )
 from sketchshot.encoders import create_encoder
 from sketchshot.errors import CheckpointError, DiskFull, SketchshotError, WriteFailed
@@ -99,10 +97,6 @@ def _umask() -> int:
     mask = os.umask(0)  # the only portable way to read it is to set it
     os.umask(mask)
     return mask
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
 
 
 def sha256_of(path: Path) -> str:
@@ -278,16 +272,11 @@ def save_training_state(
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng/cuda/{i}"] = s
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "kind": "training_state",
-        "loop": state,
-        "param_groups": opt["param_groups"],
-        "optim_scalars": scalars,
-    }
-
     def text(digest: str) -> str:
-        return json.dumps(with_card_digest(meta | {"sha256": digest}), indent=2) + "\n"
+        card = TrainingStateCard(
+            loop=state, param_groups=opt["param_groups"], optim_scalars=scalars, sha256=digest
+        )
+        return card.to_json()
 
     save_pair(stem.with_suffix(".safetensors"), stem.with_suffix(".json"), tensors, text)
 
@@ -306,23 +295,31 @@ def load_training_state(
             f"{sidecar}: not a training state with the sha256 of its weights; it cannot be "
             "trusted to resume from"
         )
-    check_card_digest(meta, sidecar, required=meta["format_version"] != 1)
-    tensors = load_tensors(stem.with_suffix(".safetensors"), meta["sha256"])
+    card: TrainingStateCard = parse_card(TrainingStateCard, meta, sidecar)
+    tensors = load_tensors(stem.with_suffix(".safetensors"), card.sha256)
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
     try:
         unwrap(method).load_state_dict(model_state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{stem}: saved weights do not fit this model ({exc})") from None
+        missing = str(exc).count('"') // 2  # the keys named in the state-dict error
+        raise CheckpointError(
+            f"{stem}: saved weights do not fit this {type(unwrap(method)).__name__} model "
+            f"({missing} mismatched keys); resume with the run's own --method, --encoder and "
+            "--image-size"
+        ) from None
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim/"):
             _, idx, name = key.split("/", 2)
             state.setdefault(int(idx), {})[name] = value
-    for idx, slots in meta["optim_scalars"].items():
+    for idx, slots in card.optim_scalars.items():
         state.setdefault(int(idx), {}).update(slots)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": card.param_groups})
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{stem}: its optimiser state does not fit ({exc})") from None
     torch.set_rng_state(tensors["rng/torch"])
-    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
-    return meta["loop"]
+    cuda = sorted((int(k.rsplit("/", 1)[1]), v) for k, v in tensors.items() if "rng/cuda/" in k)
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state for _, state in cuda])
+    return card.loop

@@ -20,22 +20,24 @@ from sketchshot.bank import (
     bank_files,
     check_model,
     encode_support,
+    is_bank,
     load_bank,
+    read_bank_card,
     save_bank,
 )
 from sketchshot.calibration import DEFAULT_FALSE_REJECT, calibrate
-from sketchshot.card import ModelCard, ModelSpec, Preprocessing
+from sketchshot.card import BankCard, ModelCard, ModelSpec, Preprocessing
 from sketchshot.checkpoint import load_model, load_tensors, read_card
 from sketchshot.config import (
     Config,
     DataConfig,
+    EncoderConfig,
     EnrollConfig,
     EvaluateConfig,
     MethodSettings,
     PredictConfig,
-    Split,
 )
-from sketchshot.data import SketchDataset, load_dataset
+from sketchshot.data import SketchDataset, load_splits
 from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
 from sketchshot.data.dataset import filter_classes, match_classes, with_rotations
 from sketchshot.data.episodes import Episode, EpisodeSampler
@@ -49,19 +51,12 @@ from sketchshot.methods import METHODS, Method, create_method
 from sketchshot.methods.ssl.base import TwoViews
 from sketchshot.prediction import BankScorer, Prediction, expand_inputs, predict_paths
 from sketchshot.progress import progress_bar
-from sketchshot.protocols.report import hardest_classes, per_class_accuracy
+from sketchshot.protocols.report import Figure, hardest_classes, per_class_accuracy
 from sketchshot.protocols.run import check_settings, run_protocol
 from sketchshot.runs import RunResult, TrainingJob, latest_run, train_run
 from sketchshot.training import BatchSource, unchanged
 
 __all__ = ["RunResult", "enroll", "evaluate", "finetune", "info", "predict", "pretrain"]
-
-
-def _optional_split(cfg: DataConfig, image_size: int, split: Split) -> SketchDataset | None:
-    try:
-        return load_dataset(cfg, image_size, split)
-    except DataError:
-        return None
 
 
 def _check_kind(name: str, kind: str) -> None:
@@ -71,22 +66,26 @@ def _check_kind(name: str, kind: str) -> None:
         raise ConfigError(f"{name!r} is not a {what} method; choose one of: {valid}")
 
 
-def held_out_note(data: DataConfig, train: SketchDataset, val: SketchDataset | None) -> str:
-    """One line: which classes training leaves out, and why."""
-    n_train = len(train.class_names)
-    test = "; the test split is kept for evaluate" if data.test_classes or (
-        not (data.train_classes or data.val_classes) and data.split_fractions[2] > 0
-    ) else ""
-    if val is None:
+def held_out_note(data: DataConfig, splits: dict[str, SketchDataset | None]) -> str:
+    """One line: which classes training leaves out of the train split, and why."""
+    counts = {k: len(v.class_names) if v is not None else 0 for k, v in splits.items()}
+    total, origin = sum(counts.values()), splits["train"].origin  # type: ignore[union-attr]
+    explicit = data.train_classes or data.val_classes or data.test_classes
+    how = "the class lists" if explicit else f"--split-fractions {_fractions(data)}"
+    held = []
+    if counts["val"]:
+        held.append(f"{counts['val']} classes to validate each epoch and keep the best weights")
+    if counts["test"]:
+        held.append(f"{counts['test']} {'' if held else 'classes '}for evaluate's test split")
+    if not held:
         return (
-            f"training on all {n_train} classes of {train.origin}{test or ''}; nothing is held "
-            "out to validate (--val-classes or --split-fractions would hold some out)"
+            f"training on all {total} classes of {origin}; nothing is held out to validate "
+            "(--val-classes or --split-fractions would hold some out)"
         )
-    n_val = len(val.class_names)
-    how = "--val-classes" if data.val_classes else f"--split-fractions {_fractions(data)}"
+    hint = "; --split-fractions 1 0 0 trains on all" if not explicit else ""
     return (
-        f"holding out {n_val} of {n_train + n_val} classes of {train.origin} ({how}) to validate "
-        f"each epoch and keep the best weights{test}; --split-fractions 1 0 0 trains on all"
+        f"holding out {', and '.join(held)} ({how}): training on {counts['train']} of the "
+        f"{total} classes of {origin}{hint}"
     )
 
 
@@ -110,7 +109,9 @@ def pretrain(
     _check_kind(p.method.name, "ssl")
     torch.manual_seed(cfg.seed)
     image_size = cfg.data.image_size or ENCODERS.get(cfg.encoder.name).default_image_size
-    train = load_dataset(cfg.data, image_size, "train")
+    splits = load_splits(cfg.data, image_size)
+    train, val = splits["train"], splits["val"]
+    assert train is not None
     if len(train) < 2:
         raise DataError(f"pretraining needs at least 2 images, {train.origin} has {len(train)}")
     encoder = create_encoder(cfg.encoder.name, image_size=image_size)
@@ -135,7 +136,6 @@ def pretrain(
 
         return BatchSource(epoch, steps, views=lambda x: TwoViews(augment(x), augment(x)))
 
-    val = _optional_split(cfg.data, image_size, "val")
     job = TrainingJob(
         command="pretrain",
         cfg=cfg,
@@ -146,7 +146,7 @@ def pretrain(
         train=train,
         val=val,
         batches=batches,
-        notes=(held_out_note(cfg.data, train, val),),
+        notes=(held_out_note(cfg.data, splits),),
     )
     return train_run(job, out, resume, quiet, console)
 
@@ -189,6 +189,8 @@ def finetune(
     if init is not None:
         source, card = load_model(init)
         encoder_name = card.model.encoder
+        if cfg.encoder.name not in (encoder_name, EncoderConfig().name):
+            raise ConfigError(f"--encoder {cfg.encoder.name} differs from {init}'s {encoder_name}")
         saved_size = card.preprocessing.image_size
         if image_size is not None and image_size != saved_size:
             raise ConfigError(f"--image-size {image_size} differs from {init}'s {saved_size}")
@@ -202,7 +204,9 @@ def finetune(
             "data": cfg.data.model_copy(update={"image_size": image_size}),
         }
     )
-    train = load_dataset(cfg.data, image_size, "train")
+    splits = load_splits(cfg.data, image_size)
+    train, val = splits["train"], splits["val"]
+    assert train is not None
     if f.rotation_classes:
         train = with_rotations(train)
     sampler = EpisodeSampler(train.labels, f.n_way, f.n_shot, f.n_query, train.class_names)
@@ -245,8 +249,7 @@ def finetune(
         views = unchanged if f.freeze_encoder else lambda ep: ep.augmented(augment)
         return BatchSource(epoch, f.episodes_per_epoch, views)
 
-    val = _optional_split(cfg.data, image_size, "val")
-    notes = [held_out_note(cfg.data, train, val)]
+    notes = [held_out_note(cfg.data, splits)]
     if started != "random":
         notes.append(f"encoder initialised from {started}")
     job = TrainingJob(
@@ -293,7 +296,7 @@ class EvalResult:
     accuracy: float
     ci95: float
     chance: float
-    figures: list[dict[str, Any]]
+    figures: list[Figure]
     per_class: dict[str, dict[str, Any]]  # class -> correct, total, accuracy
     hardest: list[dict[str, Any]]
     details: dict[str, Any]  # per-run error rates, where the episodes came from
@@ -302,7 +305,7 @@ class EvalResult:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 def evaluate(
@@ -352,7 +355,7 @@ def evaluate(
         accuracy=report.figures[0].accuracy,
         ci95=report.figures[0].ci95,
         chance=report.figures[0].chance,
-        figures=[asdict(f) for f in report.figures],
+        figures=list(report.figures),
         per_class=per_class,
         hardest=hardest_classes(per_class, HARDEST_SHOWN),
         details=report.details,
@@ -583,8 +586,12 @@ def predict(
     )
 
 
-def info(model: Path | None) -> ModelCard:
-    """The card of a saved model, its weights' hash checked (a CheckpointError otherwise)."""
-    card = read_card(model or latest_run())
+def info(path: Path | None) -> ModelCard | BankCard:
+    """The card of a saved model or class bank, its weights' (or embeddings') hash and its
+    own fields' checked (a CheckpointError otherwise)."""
+    if path is not None and is_bank(path):
+        card: ModelCard | BankCard = read_bank_card(path)
+    else:
+        card = read_card(path or latest_run())
     load_tensors(card.weights_path, card.sha256)
     return card

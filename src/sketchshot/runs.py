@@ -177,10 +177,14 @@ def train_run(
                     soft_wrap=True,
                 )
             run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(
-                run_dir / "config.toml",
-                lambda p: p.write_text(to_toml(cfg), encoding="utf-8"),
-            )
+
+        def write_config() -> None:  # what --resume and --config RUN/config.toml read back
+            if ctx.is_main:
+                text = to_toml(cfg)
+                atomic_write(run_dir / "config.toml", lambda p: p.write_text(text, "utf-8"))
+
+        if resume is None:  # a resumed run's is rewritten once its checkpoint has loaded
+            write_config()
 
         def save(stem: str, metrics: dict[str, Any]) -> None:
             save_model(run_dir / stem, method, card | {"metrics": metrics})
@@ -217,6 +221,8 @@ def train_run(
                 method, source, settings, run_dir, ctx, save, validate,
                 resume=resume is not None, console=console, quiet=quiet, label=job.command,
             )  # fmt: skip
+            if resume is not None:
+                write_config()
             metrics = {
                 "epochs": result.epochs,
                 "steps": result.steps,

@@ -24,7 +24,7 @@ from torch import nn
 
 from sketchshot.checkpoint import load_tensors, load_training_state, read_card, save_training_state
 from sketchshot.config import OptimConfig
-from sketchshot.distributed import DistContext, resolve_device  # noqa: F401  (re-exported)
+from sketchshot.distributed import DistContext
 from sketchshot.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from sketchshot.methods import Method
 from sketchshot.progress import progress_bar
@@ -401,6 +401,24 @@ class Trainer:
         return self.rank0_says(bool(s.patience and loop.stale >= s.patience))
 
 
+def finished(loop: LoopState, settings: LoopSettings, run_dir: Path) -> None:
+    """Refuse to resume a run that has nothing left to do and has saved its model (it would
+    only rewrite it). Without model.json (a full disk at the last save) it saves the model."""
+    if not (run_dir / "model.json").exists():
+        return
+    if loop.epoch >= settings.epochs:
+        raise ConfigError(
+            f"{run_dir} has already trained {loop.epoch} of {settings.epochs} epochs; pass a "
+            "larger --epochs to train on"
+        )
+    limit = settings.max_minutes
+    if limit and loop.seconds >= limit * 60:
+        raise ConfigError(
+            f"{run_dir} has already used its --max-minutes {limit:g}; pass a larger "
+            "--max-minutes to train on"
+        )
+
+
 def tensorboard_writer(run_dir: Path) -> Any:
     """A TensorBoard writer into ``run_dir/tensorboard`` when tensorboard is installed."""
     try:
@@ -434,6 +452,7 @@ def fit(
     trainer = Trainer(method, source, settings, run_dir, ctx, save_model, validate)
     if resume:
         trainer.restore()
+        finished(trainer.loop, settings, run_dir)
     if not quiet and settings.amp != "off" and ctx.device.type != "cuda":
         (console or Console(stderr=True)).print(f"--amp {settings.amp} is ignored on {ctx.device}")
     images0, seconds0 = trainer.loop.images, trainer.loop.seconds

@@ -26,7 +26,8 @@ from sketchshot.cli.options import (
     option,
 )
 from sketchshot.cli.render import emit, stderr_console
-from sketchshot.config import Config
+from sketchshot.config import Config, EvaluateConfig
+from sketchshot.errors import UsageError
 
 MODELS = "the model's"
 FLAGS = (
@@ -99,6 +100,7 @@ def evaluate(
         base = base.model_copy(update={"data": Config().data})
     implied = {"evaluate.protocol": "runs"} if "evaluate.runs" in given.values else {}
     cfg = given.config(config, base, {**implied, **given.values})
+    refuse_unused(given, cfg.evaluate)
     r = engine.evaluate(
         cfg,
         model,
@@ -109,6 +111,33 @@ def evaluate(
         save_confusion=save_confusion,
     )
     emit(as_json, r.as_dict(), lambda c: print_evaluation(c, r))
+
+
+# the options that only some protocols read; with any other, a given one is a usage error
+EPISODE_KEYS = ("evaluate.n_way", "evaluate.n_shot", "evaluate.n_query", "evaluate.episodes")
+READ_BY = {
+    **dict.fromkeys(EPISODE_KEYS, ("episodes",)),
+    "evaluate.draws": ("knn", "linear"),
+    "evaluate.labelled_fraction": ("knn", "linear"),
+}
+
+
+def refuse_unused(given: Given, e: EvaluateConfig) -> None:
+    """An option the chosen protocol would ignore is an error that names it."""
+    for key, protocols in READ_BY.items():
+        if key not in given.values:
+            continue
+        flag = given.names.get(key, key)
+        if e.protocol not in protocols:
+            raise UsageError(
+                f"{flag} does not apply to --protocol {e.protocol} (only to "
+                f"{' and '.join(protocols)})"
+            )
+        if key in EPISODE_KEYS and e.episodes_in is not None:
+            raise UsageError(
+                f"{flag} does not apply with --episodes-in: the episode file fixes the ways, "
+                "shots, queries and number of episodes"
+            )
 
 
 def print_evaluation(c: Console, r: Any) -> None:
@@ -122,8 +151,8 @@ def print_evaluation(c: Console, r: Any) -> None:
     )
     table = Table("read-out", "accuracy", "95% CI", "repeats")
     for f in r.figures:
-        ci = "" if math.isnan(f["ci95"]) else f"± {100 * f['ci95']:.2f}%"
-        table.add_row(escape(f["name"]), f"{100 * f['accuracy']:.2f}%", ci, str(f["repeats"]))
+        ci = "" if math.isnan(f.ci95) else f"± {100 * f.ci95:.2f}%"
+        table.add_row(escape(f.name), f"{100 * f.accuracy:.2f}%", ci, str(f.repeats))
     c.print(table, soft_wrap=False)
     if r.hardest:
         hard = Table("hardest classes", "accuracy", "right", title_justify="left")

@@ -144,15 +144,18 @@ def _cli_type(annotation: Any) -> tuple[Any, bool]:
 class Flag:
     """One command-line option that sets the config key ``key``.
 
-    ``decls`` as typer takes them ("--flip/--no-flip"); ``note`` is added to the field's
-    description; ``default`` replaces the config's default in the help where another source
-    decides (evaluate's data: the model's)."""
+    ``decls`` as typer takes them; ``note`` is added to the field's description; ``default``
+    replaces the config's default in the help where another source decides (evaluate's data:
+    the model's). A boolean key is set by one switch, ``--flip`` or (``invert``) ``--no-...``:
+    a ``--x/--no-x`` pair would take a column of its own that cuts option names at 80
+    columns."""
 
     decls: str
     key: str
     panel: str
     note: str = ""
     default: str | None = None
+    invert: bool = False  # a switch that sets the key to False ("--no-channels-last")
 
     @property
     def name(self) -> str:
@@ -225,6 +228,7 @@ class Given:
 def collect(flags: Sequence[Flag], values: Mapping[str, Any]) -> Given:
     """The ``Given`` of ``flags`` from the parsed ``values`` (parameter name -> value)."""
     given = {f.key: given_value(values[f.name]) for f in flags}
+    given |= {f.key: not given[f.key] for f in flags if f.invert and given[f.key] is not None}
     return Given({k: v for k, v in given.items() if v is not None}, {f.key: f.flag for f in flags})
 
 

@@ -18,7 +18,7 @@ OWN_FLAGS = (
     Flag("--batch-size", "pretrain.batch_size", TRAINING),
     Flag("--unique-class-batches", "pretrain.unique_class_batches", TRAINING),
     Flag("--crop", "pretrain.views.crop", VIEWS),
-    Flag("--flip/--no-flip", "pretrain.views.flip", VIEWS),
+    Flag("--flip", "pretrain.views.flip", VIEWS),
     Flag("--thickness-p", "pretrain.views.thickness_p", VIEWS),
     Flag("--erase-p", "pretrain.views.erase_p", VIEWS),
 )

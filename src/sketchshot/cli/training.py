@@ -44,7 +44,13 @@ def training_flags(section: str) -> tuple[Flag, ...]:
         Flag("--val-ways", f"{section}.val_ways", TRAINING),
         Flag("--checkpoint-every", f"{section}.checkpoint_every", TRAINING),
         Flag("--amp", f"{section}.amp", TRAINING),
-        Flag("--channels-last/--no-channels-last", f"{section}.channels_last", TRAINING),
+        Flag(
+            "--no-channels-last",
+            f"{section}.channels_last",
+            TRAINING,
+            note=" (this switch turns them off)",
+            invert=True,
+        ),
     )
 
 

@@ -142,7 +142,8 @@ def decode_sketch(
     composited onto the page that makes their strokes visible. Non-square images are padded
     with their background to a square first, so shapes keep their aspect ratio. With
     ``invert="auto"`` an image whose mean is above mid-grey (a white page) is inverted. An
-    image that decodes blank (one value everywhere) is refused: ``UnreadableImage``."""
+    image that decodes blank (at most ``FAINT`` grey levels apart) is refused:
+    ``UnreadableImage``."""
     im = _open(data, name)
     try:
         with im:
@@ -155,10 +156,10 @@ def decode_sketch(
         if not alpha.any():
             raise UnreadableImage(name, "it is fully transparent: nothing to label")
         gray = _composited(gray, alpha)
-    if gray.size == 0 or gray.min() == gray.max():
-        value = int(gray.flat[0]) if gray.size else 0
-        reason = f"it is blank (every pixel decodes to {value}): nothing to label"
-        raise UnreadableImage(name, reason)
+    if gray.size == 0 or _faint(gray):
+        low, high = (int(gray.min()), int(gray.max())) if gray.size else (0, 0)
+        where = f"every pixel decodes to {low}" if low == high else f"pixels only {low}..{high}"
+        raise UnreadableImage(name, f"it is blank ({where}): nothing to label")
     if invert == "yes" or (invert == "auto" and gray.mean() > 127.5):
         gray = 255 - gray
     h, w = gray.shape
@@ -170,10 +171,19 @@ def decode_sketch(
     if gray.shape[0] != size:
         resample = Image.Resampling.BOX if gray.shape[0] > size else Image.Resampling.BILINEAR
         gray = np.asarray(Image.fromarray(gray).resize((size, size), resample), dtype=np.uint8)
-        if gray.min() == gray.max():
+        if _faint(gray):
             reason = f"it is blank at {size} px: its strokes are too thin or faint"
             raise UnreadableImage(name, reason)
     return gray
+
+
+# At most this many grey levels between the darkest and the lightest pixel is a blank page (a
+# scanner's or JPEG's noise), not a drawing anyone could see.
+FAINT = 8
+
+
+def _faint(gray: np.ndarray) -> bool:
+    return int(gray.max()) - int(gray.min()) <= FAINT
 
 
 def _is_image(path: PurePosixPath) -> bool:

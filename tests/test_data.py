@@ -15,7 +15,7 @@ from helpers import sketch_array, write_folder, write_png
 from sketchshot.config import DataConfig
 from sketchshot.data import load_dataset
 from sketchshot.data.dataset import filter_classes, match_classes
-from sketchshot.data.folder import decode_sketch, load_image_folder
+from sketchshot.data.folder import UNLABELLED, decode_sketch, load_image_folder, require_labels
 from sketchshot.data.glyphs import make_glyphs
 from sketchshot.data.splits import split_classes, take_split
 from sketchshot.data.views import SketchAugment
@@ -153,11 +153,14 @@ def test_empty_folder(tmp_path):
         load_image_folder(tmp_path / "empty", 28)
 
 
-def test_image_outside_a_class_folder(tmp_path):
+def test_image_outside_a_class_folder_makes_the_source_unlabelled(tmp_path):
     root = write_folder(tmp_path / "d", {"a": 1})
     write_png(root / "loose.png", sketch_array(0, 0))
+    dataset = load_image_folder(root, 28)
+    assert dataset.class_names == (UNLABELLED,)
+    assert sorted(dataset.sources) == ["a/00.png", "loose.png"]  # every image, at any depth
     with pytest.raises(DataError, match="loose.png is not inside a class folder"):
-        load_image_folder(root, 28)
+        require_labels(dataset, "finetune")
 
 
 def test_a_file_that_is_neither_folder_nor_zip(tmp_path):

@@ -26,7 +26,7 @@ from sketchshot.bank import ClassBank, bank_files, check_model, encode_support, 
 from sketchshot.card import ModelCard, Preprocessing
 from sketchshot.checkpoint import load_model
 from sketchshot.data.dataset import SketchDataset
-from sketchshot.data.folder import decode_sketch, load_image_folder
+from sketchshot.data.folder import decode_sketch, load_image_folder, require_labels
 from sketchshot.distributed import resolve_device
 from sketchshot.errors import DataError
 from sketchshot.evaluation import embed
@@ -160,7 +160,9 @@ class Model:
         ``{class name: image or images}``. Save it with ``sketchshot.bank.save_bank``."""
         if not isinstance(support, Mapping):
             pre = self.preprocessing
-            dataset = load_image_folder(support, pre.image_size, pre.invert)
+            dataset = require_labels(
+                load_image_folder(support, pre.image_size, pre.invert), "a support folder"
+            )
             return encode_support(self.method, self.card, dataset, self.device)
         decoded = [self._decoded(images) for images in support.values()]
         if not decoded or any(len(pixels) == 0 for pixels, _ in decoded):

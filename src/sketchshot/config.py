@@ -88,6 +88,28 @@ class DataConfig(Frozen):
     )
     val_classes: tuple[str, ...] = Field((), description="classes or groups of the val split")
     test_classes: tuple[str, ...] = Field((), description="classes or groups of the test split")
+    max_per_class: int | None = Field(
+        None,
+        ge=1,
+        description="read at most this many drawings of each class (QuickDraw files hold "
+        "~100,000); None: all",
+    )
+    line_width: float = Field(
+        0.045,
+        gt=0,
+        le=0.5,
+        description="stroke width of rendered vector drawings, as a fraction of the image side",
+    )
+    on_error: Literal["skip", "fail"] = Field(
+        "fail",
+        description="a bad record in vector data (malformed line, empty drawing, NaN "
+        "coordinates): 'fail' stops naming it, 'skip' leaves it out and counts it in a note",
+    )
+    trust_npz: bool = Field(
+        False,
+        description="read sketch-rnn .npz files, which numpy can only load by unpickling (and "
+        "unpickling can run code): only for files from a source you trust",
+    )
     builtin: BuiltinDataConfig = BuiltinDataConfig()
 
     @field_validator("split_fractions")

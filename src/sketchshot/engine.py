@@ -41,7 +41,7 @@ from sketchshot.data import SketchDataset, load_splits
 from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
 from sketchshot.data.dataset import filter_classes, match_classes, with_rotations
 from sketchshot.data.episodes import Episode, EpisodeSampler
-from sketchshot.data.folder import load_image_folder
+from sketchshot.data.folder import is_unlabelled, load_image_folder, require_labels
 from sketchshot.data.views import SketchAugment
 from sketchshot.distributed import DistContext, resolve_device
 from sketchshot.encoders import ENCODERS, create_encoder, initialise_encoder
@@ -70,6 +70,13 @@ def held_out_note(data: DataConfig, splits: dict[str, SketchDataset | None]) -> 
     """One line: which classes training leaves out of the train split, and why."""
     counts = {k: len(v.class_names) if v is not None else 0 for k, v in splits.items()}
     total, origin = sum(counts.values()), splits["train"].origin  # type: ignore[union-attr]
+    train = splits["train"]
+    if train is not None and is_unlabelled(train):
+        return (
+            f"{origin} is unlabelled (images outside class folders): training on all "
+            f"{len(train)} images; nothing to validate on (the kNN monitor needs classes), "
+            "the last epoch's weights are kept"
+        )
     explicit = data.train_classes or data.val_classes or data.test_classes
     how = "the class lists" if explicit else f"--split-fractions {_fractions(data)}"
     held = []
@@ -207,6 +214,7 @@ def finetune(
     splits = load_splits(cfg.data, image_size)
     train, val = splits["train"], splits["val"]
     assert train is not None
+    require_labels(train, "finetune")
     if f.rotation_classes:
         train = with_rotations(train)
     sampler = EpisodeSampler(train.labels, f.n_way, f.n_shot, f.n_query, train.class_names)
@@ -469,7 +477,9 @@ def enroll(cfg: EnrollConfig) -> EnrollResult:
     if cfg.support is not None:
         method, card, _ = _bank_model(cfg.model, old, where, device)
         pre = card.preprocessing
-        support = load_image_folder(cfg.support, pre.image_size, pre.invert)
+        support = require_labels(
+            load_image_folder(cfg.support, pre.image_size, pre.invert), "a support folder"
+        )
         support = filter_classes(support, cfg.classes, ())
         if cfg.shots is not None:
             support = support.first_per_class(cfg.shots)
@@ -551,7 +561,9 @@ def predict(
         where = str(cfg.support)
         method, card, model_path = _bank_model(cfg.model, None, where, device)
         pre = card.preprocessing
-        support = load_image_folder(cfg.support, pre.image_size, pre.invert)
+        support = require_labels(
+            load_image_folder(cfg.support, pre.image_size, pre.invert), "a support folder"
+        )
         bank = encode_support(method, card, support, device)
     threshold, threshold_from = cfg.reject_below, "--reject-below"
     if threshold is None and bank.threshold is not None:

@@ -5,7 +5,16 @@ torch is imported only inside commands, so ``sketchshot --help`` answers at once
 
 from __future__ import annotations
 
-from sketchshot.cli import demo, enroll, evaluate, finetune, info, predict, pretrain  # noqa: F401
+from sketchshot.cli import (  # noqa: F401
+    data,
+    demo,
+    enroll,
+    evaluate,
+    finetune,
+    info,
+    predict,
+    pretrain,
+)
 from sketchshot.cli.app import app
 
 __all__ = ["app", "main"]

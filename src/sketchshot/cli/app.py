@@ -69,12 +69,14 @@ def command(
     flags: Sequence[Flag] = (),
     name: str | None = None,
     doc: str | None = None,
+    on: typer.Typer | None = None,
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register the decorated function as the command ``name`` (by default the function's
     name) with the help ``doc`` (its docstring). ``flags`` become options before the
     function's own parameters and reach it as ``given`` (a ``Given``) with the values the
     user gave for keys under ``root``; its ``verbose`` parameter, when true, adds the
-    traceback to a domain error's one-line message."""
+    traceback to a domain error's one-line message. ``on`` is a sub-app (``data``) to register
+    on instead of the root app."""
 
     def register(body: Callable[..., None]) -> Callable[..., None]:
         own = inspect.signature(body, eval_str=True).parameters
@@ -108,7 +110,7 @@ def command(
             OPTION_TABLES[called] = (root, tuple(flags))
         paragraphs = inspect.cleandoc(doc or body.__doc__ or "").split("\n\n")
         help = escape("\n\n".join(" ".join(p.split()) for p in paragraphs))
-        app.command(called, help=help)(run)
+        (on or app).command(called, help=help)(run)
         return body
 
     return register

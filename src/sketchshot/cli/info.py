@@ -60,10 +60,15 @@ def card_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
             f"mean {p.get('mean')}, std {p.get('std')}",
         ),
         ("classes", f"{len(card.get('class_names') or ())}{origin}"),
-        ("metrics", json.dumps((card.get("metrics") or {}).get("best", {}))),
+        ("best", json.dumps(_rounded((card.get("metrics") or {}).get("best", {})))),
         ("sketchshot", card.get("sketchshot_version")),
         *integrity_fields(card),
     ]
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as a person reads them: 0.713, not 0.7129999999999999."""
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
 
 
 def bank_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:

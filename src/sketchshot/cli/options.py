@@ -246,6 +246,10 @@ DATA_FLAGS = (
     Flag("--val-classes", "data.val_classes", DATA),
     Flag("--test-classes", "data.test_classes", DATA),
     Flag("--split-fractions", "data.split_fractions", DATA),
+    Flag("--max-per-class", "data.max_per_class", DATA),
+    Flag("--line-width", "data.line_width", DATA),
+    Flag("--on-error", "data.on_error", DATA),
+    Flag("--trust-npz", "data.trust_npz", DATA),
 )
 
 _SECTIONS = ", ".join(

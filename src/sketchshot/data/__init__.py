@@ -1,4 +1,5 @@
-"""Data: the built-in glyphs, image folders and archives, class splits, episodes and views."""
+"""Data: the built-in glyphs, image folders and archives, vector sketches (Omniglot strokes,
+QuickDraw, SVG), class splits, episodes and views."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from sketchshot.data.dataset import SketchDataset, filter_classes
 from sketchshot.data.folder import load_image_folder
 from sketchshot.data.glyphs import make_glyphs
 from sketchshot.data.splits import split_classes, take_split
+from sketchshot.data.vector import load_vector_source, source_kind
 from sketchshot.errors import DataError
 
-__all__ = ["SketchDataset", "load_dataset", "load_splits"]
+__all__ = ["SketchDataset", "load_dataset", "load_source", "load_splits"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,4 +52,22 @@ def _decoded(cfg: DataConfig, image_size: int) -> SketchDataset:
     if cfg.source == "builtin":
         b = cfg.builtin
         return _glyphs(b.n_classes, b.n_drawers, image_size, b.seed)
-    return load_image_folder(cfg.source, image_size, cfg.invert)
+    return load_source(cfg.source, image_size, cfg)
+
+
+def load_source(source: str, image_size: int, cfg: DataConfig) -> SketchDataset:
+    """Any sketch source at ``image_size``: image folders and archives as they are, vector
+    sources (picked by ``source_kind``) rendered once with ``cfg``'s line width, at most
+    ``cfg.max_per_class`` drawings of each class, bad records as ``cfg.on_error`` says."""
+    kind = source_kind(source)
+    if kind == "images":
+        return load_image_folder(source, image_size, cfg.invert)
+    return load_vector_source(
+        source,
+        kind,
+        image_size,
+        line_width=cfg.line_width,
+        max_per_class=cfg.max_per_class,
+        on_error=cfg.on_error,
+        trust_pickle=cfg.trust_npz,
+    )

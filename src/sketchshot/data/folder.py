@@ -33,6 +33,28 @@ _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _OPENING = threading.Lock()  # warning filters are process-wide: one Image.open at a time
 
 
+# The one class of an unlabelled source (images at its top level). '<' and '>' cannot name a
+# folder on Windows, so no class folder is mistaken for it.
+UNLABELLED = "<unlabelled>"
+
+
+def is_unlabelled(dataset: SketchDataset) -> bool:
+    return dataset.class_names == (UNLABELLED,)
+
+
+def require_labels(dataset: SketchDataset, what: str) -> SketchDataset:
+    """``dataset``, or a ``DataError`` saying that ``what`` needs class folders when it is
+    unlabelled."""
+    if is_unlabelled(dataset):
+        loose = next((s for s in dataset.sources if "/" not in s), dataset.sources[0])
+        raise DataError(
+            f"{what} needs labels (ROOT/<class>/*.png): {Path(dataset.origin) / loose} is not "
+            f"inside a class folder, so {dataset.origin} is read as unlabelled, which only "
+            "pretrain takes"
+        )
+    return dataset
+
+
 def _over_limit(n_bytes: int | None) -> str:
     limit = f"the {MAX_IMAGE_BYTES // 2**20} MB limit for one image"
     return f"over {limit}" if n_bytes is None else f"{n_bytes / 2**20:.0f} MB is over {limit}"
@@ -249,6 +271,9 @@ def load_image_folder(
 ) -> SketchDataset:
     """Decode every image under ``source`` (folder or .zip) once, into memory.
 
+    A source with any image outside a class folder (at its top level) is unlabelled: every
+    image under it, at any depth, falls in the one class ``UNLABELLED`` (see ``require_labels``).
+
     Every unreadable image is named in one ``DataError``. Zip entries with unsafe paths
     (absolute, or with ``..``) are skipped with a ``DataWarning``."""
     source = Path(source)
@@ -279,11 +304,6 @@ def load_image_folder(
         if not entries:
             raise DataError(f"no images found in {source} (expected ROOT/<class>/*.png)")
         loose = [e for e in entries if len(e.parts) < 2]
-        if loose:
-            raise DataError(
-                f"{source / str(loose[0])} is not inside a class folder (expected "
-                "ROOT/<class>/*.png)"
-            )
 
         def read(entry: PurePosixPath) -> np.ndarray | UnreadableImage:
             name = f"{source}:{entry}" if members is not None else str(source / str(entry))
@@ -310,7 +330,8 @@ def load_image_folder(
     failed = [r for r in results if isinstance(r, UnreadableImage)]
     if failed:
         raise unreadable_error(failed, len(entries), source) from None
-    classes = class_of(entries, in_archive=archive is not None)
+    # an image outside every class folder makes the whole source unlabelled: one class
+    classes = [UNLABELLED] * len(entries) if loose else class_of(entries, archive is not None)
     class_names = tuple(sorted(set(classes)))
     lookup = {c: i for i, c in enumerate(class_names)}
     return SketchDataset(

@@ -6,6 +6,7 @@ import numpy as np
 
 from sketchshot.config import DataConfig, Split
 from sketchshot.data.dataset import SketchDataset, match_classes
+from sketchshot.data.folder import require_labels
 from sketchshot.errors import DataError
 
 
@@ -41,6 +42,8 @@ def split_classes(class_names: tuple[str, ...], cfg: DataConfig) -> dict[str, li
 def take_split(dataset: SketchDataset, cfg: DataConfig, split: Split) -> SketchDataset:
     if split == "all":
         return dataset
+    if split != "train":  # unlabelled data has no classes to hold out
+        require_labels(dataset, f"the {split} split")
     names = split_classes(dataset.class_names, cfg)[split]
     if not names:
         raise DataError(f"the {split} split of {dataset.origin} has no classes")

@@ -11,6 +11,7 @@ import torch
 from sketchshot.card import Preprocessing
 from sketchshot.config import Config, EvaluateConfig
 from sketchshot.data import load_dataset
+from sketchshot.data.folder import require_labels
 from sketchshot.errors import ConfigError
 from sketchshot.evaluation import embed
 from sketchshot.methods import Method
@@ -74,7 +75,7 @@ def run_protocol(
         n_images = sum(r.training.shape[0] + r.test.shape[0] for r in runs)
         n_classes = int(runs[0].training.shape[0])
         return Evaluated(report, str(e.runs), None, n_classes, n_images)
-    dataset = load_dataset(cfg.data, size, e.split)
+    dataset = require_labels(load_dataset(cfg.data, size, e.split), "evaluate")
     embeddings = embed(method, dataset.images, device, views=e.tta, seed=cfg.seed)
     if e.protocol == "episodes":
         episodes_in = Path(e.episodes_in) if e.episodes_in is not None else None

@@ -403,3 +403,18 @@ def test_rendered_omniglot_strokes_match_the_archive_pngs():
     assert len(ious) == 40
     assert np.mean(ious) > 0.75, np.mean(ious)
     assert 0.8 < np.mean(ink) < 1.2, np.mean(ink)  # the default line width: as thick as theirs
+
+
+def test_enroll_reads_a_vector_support_folder(tmp_path, saved_model):
+    from sketchshot import engine
+    from sketchshot.config import EnrollConfig
+
+    svgs = write_svgs(
+        tmp_path / "svg",
+        {
+            **{f"cup/{d}.svg": f'<path d="M0 0 L9 {d}"/>' for d in (1, 2)},
+            **{f"hat/{d}.svg": f'<path d="M0 9 Q5 {d} 9 9"/>' for d in (1, 2)},
+        },
+    )
+    done = engine.enroll(EnrollConfig(model=saved_model, support=svgs, out=tmp_path / "bank"))
+    assert done.classes == {"cup": 2, "hat": 2}

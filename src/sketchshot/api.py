@@ -25,8 +25,9 @@ from PIL import Image
 from sketchshot.bank import ClassBank, bank_files, check_model, encode_support, load_bank
 from sketchshot.card import ModelCard, Preprocessing
 from sketchshot.checkpoint import load_model
+from sketchshot.data import load_support
 from sketchshot.data.dataset import SketchDataset
-from sketchshot.data.folder import decode_sketch, load_image_folder, require_labels
+from sketchshot.data.folder import decode_sketch
 from sketchshot.distributed import resolve_device
 from sketchshot.errors import DataError
 from sketchshot.evaluation import embed
@@ -159,10 +160,7 @@ class Model:
         ``SUPPORT/<class>/*.png``, decoded as ``predict --support`` does, or from a dict
         ``{class name: image or images}``. Save it with ``sketchshot.bank.save_bank``."""
         if not isinstance(support, Mapping):
-            pre = self.preprocessing
-            dataset = require_labels(
-                load_image_folder(support, pre.image_size, pre.invert), "a support folder"
-            )
+            dataset = load_support(support, self.preprocessing)
             return encode_support(self.method, self.card, dataset, self.device)
         decoded = [self._decoded(images) for images in support.values()]
         if not decoded or any(len(pixels) == 0 for pixels, _ in decoded):

@@ -37,11 +37,11 @@ from sketchshot.config import (
     MethodSettings,
     PredictConfig,
 )
-from sketchshot.data import SketchDataset, load_splits
+from sketchshot.data import SketchDataset, load_splits, load_support
 from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
 from sketchshot.data.dataset import filter_classes, match_classes, with_rotations
 from sketchshot.data.episodes import Episode, EpisodeSampler
-from sketchshot.data.folder import is_unlabelled, load_image_folder, require_labels
+from sketchshot.data.folder import is_unlabelled, require_labels
 from sketchshot.data.views import SketchAugment
 from sketchshot.distributed import DistContext, resolve_device
 from sketchshot.encoders import ENCODERS, create_encoder, initialise_encoder
@@ -477,10 +477,7 @@ def enroll(cfg: EnrollConfig) -> EnrollResult:
     if cfg.support is not None:
         method, card, _ = _bank_model(cfg.model, old, where, device)
         pre = card.preprocessing
-        support = require_labels(
-            load_image_folder(cfg.support, pre.image_size, pre.invert), "a support folder"
-        )
-        support = filter_classes(support, cfg.classes, ())
+        support = filter_classes(load_support(cfg.support, pre), cfg.classes, ())
         if cfg.shots is not None:
             support = support.first_per_class(cfg.shots)
         clash = sorted(set(support.class_names) & set(bank.class_names if bank else ()))
@@ -560,10 +557,7 @@ def predict(
     else:
         where = str(cfg.support)
         method, card, model_path = _bank_model(cfg.model, None, where, device)
-        pre = card.preprocessing
-        support = require_labels(
-            load_image_folder(cfg.support, pre.image_size, pre.invert), "a support folder"
-        )
+        support = load_support(cfg.support, card.preprocessing)
         bank = encode_support(method, card, support, device)
     threshold, threshold_from = cfg.reject_below, "--reject-below"
     if threshold is None and bank.threshold is not None:

@@ -4,16 +4,18 @@ QuickDraw, SVG), class splits, episodes and views."""
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
+from sketchshot.card import Preprocessing
 from sketchshot.config import DataConfig, Split
 from sketchshot.data.dataset import SketchDataset, filter_classes
-from sketchshot.data.folder import load_image_folder
+from sketchshot.data.folder import load_image_folder, require_labels
 from sketchshot.data.glyphs import make_glyphs
 from sketchshot.data.splits import split_classes, take_split
 from sketchshot.data.vector import load_vector_source, source_kind
 from sketchshot.errors import DataError
 
-__all__ = ["SketchDataset", "load_dataset", "load_source", "load_splits"]
+__all__ = ["SketchDataset", "load_dataset", "load_source", "load_splits", "load_support"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -53,6 +55,14 @@ def _decoded(cfg: DataConfig, image_size: int) -> SketchDataset:
         b = cfg.builtin
         return _glyphs(b.n_classes, b.n_drawers, image_size, b.seed)
     return load_source(cfg.source, image_size, cfg)
+
+
+def load_support(source: str | Path, preprocessing: Preprocessing) -> SketchDataset:
+    """Labelled support images (or drawings) of any source, as a model's ``preprocessing``
+    decodes them: what enroll, predict --support and the API's enroll read."""
+    cfg = DataConfig(source=str(source), invert=preprocessing.invert)
+    dataset = load_source(str(source), preprocessing.image_size, cfg)
+    return require_labels(dataset, "a support folder")
 
 
 def load_source(source: str, image_size: int, cfg: DataConfig) -> SketchDataset:

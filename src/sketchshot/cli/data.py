@@ -15,6 +15,7 @@ from rich.table import Table
 from sketchshot.cli.app import app, command
 from sketchshot.cli.options import Json, Quiet, Verbose, option
 from sketchshot.cli.render import emit, note, stderr_console
+from sketchshot.download import BASE_URL_ENV, OMNIGLOT_SPLITS
 
 data_app = typer.Typer(
     no_args_is_help=True,
@@ -28,18 +29,7 @@ app.add_typer(
     "Omniglot) and see what a source decodes to (render).",
 )
 DATA = "Data"
-# as in sketchshot.data.download (which imports torch through sketchshot.data; tested equal)
-BASE_URL_ENV = "SKETCHSHOT_OMNIGLOT_URL"
-OmniglotSplit = Literal[
-    "background",
-    "evaluation",
-    "background_small1",
-    "background_small2",
-    "strokes_background",
-    "strokes_evaluation",
-    "strokes_background_small1",
-    "strokes_background_small2",
-]
+OmniglotSplit = Literal[OMNIGLOT_SPLITS]  # type: ignore[valid-type]
 OnError = Annotated[
     Literal["skip", "fail"],
     option(
@@ -250,7 +240,7 @@ def download(
 ) -> None:
     """Fetch an upstream Omniglot archive, resuming a broken download and refusing a file whose
     sha256 is wrong; read it with --data DIR/<archive>.zip."""
-    from sketchshot.data.download import download_omniglot
+    from sketchshot.download import download_omniglot
     from sketchshot.progress import progress_bar
 
     with progress_bar(stderr_console(), disable=quiet or as_json) as bar:

@@ -6,6 +6,7 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from sketchshot.errors import DataError
@@ -24,6 +25,25 @@ class SketchDataset:
 
     def __len__(self) -> int:
         return int(self.labels.numel())
+
+    @classmethod
+    def of(
+        cls,
+        images: Sequence[np.ndarray],
+        classes: Sequence[str],
+        sources: Sequence[str],
+        origin: str,
+    ) -> SketchDataset:
+        """A dataset of uint8 [S, S] ``images`` with their class names (sorted into labels)."""
+        class_names = tuple(sorted(set(classes)))
+        lookup = {c: i for i, c in enumerate(class_names)}
+        return cls(
+            images=torch.from_numpy(np.stack(images)).unsqueeze(1),
+            labels=torch.tensor([lookup[c] for c in classes], dtype=torch.long),
+            class_names=class_names,
+            sources=tuple(sources),
+            origin=origin,
+        )
 
     @property
     def image_size(self) -> int:

@@ -16,7 +16,6 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from sketchshot.data.dataset import SketchDataset
@@ -332,12 +331,4 @@ def load_image_folder(
         raise unreadable_error(failed, len(entries), source) from None
     # an image outside every class folder makes the whole source unlabelled: one class
     classes = [UNLABELLED] * len(entries) if loose else class_of(entries, archive is not None)
-    class_names = tuple(sorted(set(classes)))
-    lookup = {c: i for i, c in enumerate(class_names)}
-    return SketchDataset(
-        images=torch.from_numpy(np.stack(results)).unsqueeze(1),
-        labels=torch.tensor([lookup[c] for c in classes], dtype=torch.long),
-        class_names=class_names,
-        sources=tuple(str(e) for e in entries),
-        origin=str(source),
-    )
+    return SketchDataset.of(results, classes, [str(e) for e in entries], str(source))

@@ -6,6 +6,7 @@ import warnings
 from collections import Counter
 from typing import Literal
 
+from sketchshot.data.vector.drawing import Drawing, problem
 from sketchshot.errors import DataError, DataWarning
 
 OnError = Literal["skip", "fail"]
@@ -20,6 +21,14 @@ class BadRecord(DataError):
         self.where = where
         self.reason = " ".join(str(reason).split())
         super().__init__(f"bad record {where}: {self.reason}")
+
+
+class RecordError(ValueError):
+    """A record a parser cannot read: the ``reason``, and the ``line`` of its file when known."""
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        super().__init__(reason)
+        self.line = line
 
 
 class BadRecords:
@@ -41,6 +50,13 @@ class BadRecords:
         if self.on_error == "fail":
             raise bad
         self.skipped.append(bad)
+
+    def usable(self, where: str, drawing: Drawing) -> bool:
+        """Whether ``drawing`` can be rendered; reports it as bad when not."""
+        if (why := problem(drawing)) is not None:
+            self.report(where, why)
+            return False
+        return True
 
     def summary(self, source: object) -> str | None:
         """One line: how many records of ``source`` were skipped, why, and the first few."""

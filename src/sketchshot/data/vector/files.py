@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from sketchshot.data.folder import class_of
+from sketchshot.data.vector.bad_records import BadRecords
+from sketchshot.data.vector.drawing import Drawing, Sketch
 from sketchshot.errors import DataError
 
 MAX_FILE_BYTES = 64 * 2**20  # one stroke or SVG file; a bigger one is refused unread
@@ -107,3 +109,30 @@ def class_files(source: Path, suffix: str) -> Iterator[ClassFiles]:
         yield files
     finally:
         files.close()
+
+
+def read_class_files(
+    source: str | Path,
+    suffix: str,
+    parse: Callable[[str], Drawing],
+    bad: BadRecords,
+    max_per_class: int | None = None,
+) -> Iterator[Sketch]:
+    """Each ``ROOT/<class>/*SUFFIX`` file of a folder or zip parsed by ``parse`` (its text ->
+    a drawing, or a ``ValueError``), lazily, as ``Sketch``; at most ``max_per_class`` of a
+    class. Unreadable and unusable files go to ``bad``, named ``file`` or ``file:line``."""
+    with class_files(Path(source), suffix) as files:
+        taken: dict[str, int] = {}
+        for path, name in files.entries:
+            if max_per_class is not None and taken.get(name, 0) >= max_per_class:
+                continue
+            where = files.where(path)
+            try:
+                drawing = parse(files.read_text(path))
+            except (ValueError, DataError) as exc:
+                line = getattr(exc, "line", None)
+                bad.report(f"{where}:{line}" if line else where, str(exc))
+                continue
+            if bad.usable(where, drawing):
+                taken[name] = taken.get(name, 0) + 1
+                yield Sketch(name, drawing, where)

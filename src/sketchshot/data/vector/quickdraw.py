@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sketchshot.data.vector.bad_records import BadRecords
-from sketchshot.data.vector.drawing import Drawing, Sketch, as_drawing, problem
+from sketchshot.data.vector.drawing import Drawing, Sketch, as_drawing
 from sketchshot.errors import DataError
 
 BITMAP_SIDE = 28  # QuickDraw's numpy_bitmap files: N x 784 uint8, strokes bright on black
@@ -67,8 +67,7 @@ def read_ndjson(
                 continue
             if _full(taken, word, max_per_class):
                 continue
-            if (why := problem(drawing)) is not None:
-                bad.report(where, why)
+            if not bad.usable(where, drawing):
                 continue
             taken[word] = taken.get(word, 0) + 1
             yield Sketch(word, drawing, where)
@@ -160,8 +159,7 @@ def read_stroke3(
                 except ValueError as exc:
                     bad.report(where, str(exc))
                     continue
-                if (why := problem(drawing)) is not None:
-                    bad.report(where, why)
+                if not bad.usable(where, drawing):
                     continue
                 taken += 1
                 yield Sketch(path.stem, drawing, where)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
 from sketchshot.data.dataset import SketchDataset
@@ -128,12 +127,4 @@ def load_vector_source(
     if not images:
         skipped = f" ({bad.count} bad records skipped)" if bad.count else ""
         raise DataError(f"no drawings found in {source}{skipped}")
-    class_names = tuple(sorted(set(classes)))
-    lookup = {c: i for i, c in enumerate(class_names)}
-    return SketchDataset(
-        images=torch.from_numpy(np.stack(images)).unsqueeze(1),
-        labels=torch.tensor([lookup[c] for c in classes], dtype=torch.long),
-        class_names=class_names,
-        sources=tuple(sources),
-        origin=str(source),
-    )
+    return SketchDataset.of(images, classes, sources, str(source))

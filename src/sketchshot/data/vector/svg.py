@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from sketchshot.data.vector.bad_records import BadRecords
-from sketchshot.data.vector.drawing import Drawing, Sketch, problem
-from sketchshot.data.vector.files import class_files
-from sketchshot.errors import DataError
+from sketchshot.data.vector.drawing import Drawing, Sketch
+from sketchshot.data.vector.files import read_class_files
 
 CURVE_POINTS = 16  # points per Bézier segment; an arc gets one per 10 degrees
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -266,20 +265,4 @@ def read_svg_folder(
     """Each drawing of ``ROOT/<class>/*.svg`` (a folder or zip), lazily, as ``Sketch``.
     Malformed files and unknown commands go to ``bad`` (default: refused), named with the
     file and the element."""
-    bad = bad or BadRecords()
-    with class_files(Path(source), ".svg") as files:
-        taken: dict[str, int] = {}
-        for path, name in files.entries:
-            if max_per_class is not None and taken.get(name, 0) >= max_per_class:
-                continue
-            where = files.where(path)
-            try:
-                drawing = parse_svg(files.read_text(path))
-            except (ValueError, DataError) as exc:
-                bad.report(where, str(exc))
-                continue
-            if (why := problem(drawing)) is not None:
-                bad.report(where, why)
-                continue
-            taken[name] = taken.get(name, 0) + 1
-            yield Sketch(name, drawing, where)
+    return read_class_files(source, ".svg", parse_svg, bad or BadRecords(), max_per_class)

@@ -355,7 +355,6 @@ def test_zip_entries_with_unsafe_paths_are_skipped_with_a_warning(tmp_path):
     one_line(str(caught[0].message), str(archive), "skipped 3 zip entries with unsafe paths",
              *unsafe)  # fmt: skip
 
-
     only = tmp_path / "only.zip"
     only.write_bytes(zip_bytes(unsafe))
     with pytest.raises(DataError) as info:

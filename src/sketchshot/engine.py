@@ -4,7 +4,7 @@ renders what it returns; nothing here imports typer."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -36,19 +36,23 @@ from sketchshot.config import (
     EvaluateConfig,
     MethodSettings,
     PredictConfig,
+    ViewConfig,
 )
 from sketchshot.data import SketchDataset, load_splits, load_support
 from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
 from sketchshot.data.dataset import filter_classes, match_classes, with_rotations
 from sketchshot.data.episodes import Episode, EpisodeSampler
 from sketchshot.data.folder import is_unlabelled, require_labels
+from sketchshot.data.splits import presplit, splits_images
+from sketchshot.data.vector.stroke_views import StrokeViews
 from sketchshot.data.views import SketchAugment
 from sketchshot.distributed import DistContext, resolve_device
-from sketchshot.encoders import ENCODERS, create_encoder, initialise_encoder
+from sketchshot.encoders import ENCODERS, create_encoder, encoder_arguments, initialise_encoder
 from sketchshot.errors import CheckpointError, ConfigError, DataError
 from sketchshot.evaluation import embed
 from sketchshot.methods import METHODS, Method, create_method
 from sketchshot.methods.ssl.base import TwoViews
+from sketchshot.methods.supervised import LabelledBatch, inverse_frequency_weights
 from sketchshot.prediction import BankScorer, Prediction, expand_inputs, predict_paths
 from sketchshot.progress import progress_bar
 from sketchshot.protocols.report import Figure, hardest_classes, per_class_accuracy
@@ -59,10 +63,11 @@ from sketchshot.training import BatchSource, unchanged
 __all__ = ["RunResult", "enroll", "evaluate", "finetune", "info", "predict", "pretrain"]
 
 
-def _check_kind(name: str, kind: str) -> None:
-    if METHODS.get(name).kind != kind:
-        valid = ", ".join(n for n in METHODS.names() if METHODS.get(n).kind == kind)
-        what = {"ssl": "self-supervised", "fewshot": "few-shot"}[kind]
+def _check_kind(name: str, *kinds: str) -> None:
+    if METHODS.get(name).kind not in kinds:
+        valid = ", ".join(n for n in METHODS.names() if METHODS.get(n).kind in kinds)
+        words = {"ssl": "self-supervised", "fewshot": "few-shot", "supervised": "supervised"}
+        what = " or ".join(words[k] for k in kinds)
         raise ConfigError(f"{name!r} is not a {what} method; choose one of: {valid}")
 
 
@@ -76,6 +81,16 @@ def held_out_note(data: DataConfig, splits: dict[str, SketchDataset | None]) -> 
             f"{origin} is unlabelled (images outside class folders): training on all "
             f"{len(train)} images; nothing to validate on (the kNN monitor needs classes), "
             "the last epoch's weights are kept"
+        )
+    if splits_images(data):
+        sizes = {k: len(v) if v is not None else 0 for k, v in splits.items()}
+        how = "its train/valid/test folders" if presplit(data.source) else (
+            f"--split-by images --split-fractions {_fractions(data)}"
+        )  # fmt: skip
+        return (
+            f"splitting the images of {len(train.class_names)} classes by {how}: "  # type: ignore[union-attr]
+            f"{sizes['train']} to train on, {sizes['val']} to validate each epoch, "
+            f"{sizes['test']} for evaluate's test split"
         )
     explicit = data.train_classes or data.val_classes or data.test_classes
     how = "the class lists" if explicit else f"--split-fractions {_fractions(data)}"
@@ -116,18 +131,20 @@ def pretrain(
     _check_kind(p.method.name, "ssl")
     torch.manual_seed(cfg.seed)
     image_size = cfg.data.image_size or ENCODERS.get(cfg.encoder.name).default_image_size
+    encoder_args = encoder_arguments(cfg.encoder, image_size)  # refused before reading data
     splits = load_splits(cfg.data, image_size)
     train, val = splits["train"], splits["val"]
     assert train is not None
     if len(train) < 2:
         raise DataError(f"pretraining needs at least 2 images, {train.origin} has {len(train)}")
-    encoder = create_encoder(cfg.encoder.name, image_size=image_size)
+    encoder = create_encoder(cfg.encoder.name, **encoder_args)
     init = "random"
     if resume is None:  # before the method copies it (BYOL's target starts as the encoder)
         init = initialise_encoder(encoder, cfg.encoder.init)
     method = create_method(p.method.name, encoder, p.method)
     unique = UniqueClassBatchSampler(train.labels, p.batch_size) if p.unique_class_batches else None
     augment = SketchAugment.from_config(p.views)
+    strokes = stroke_views(p.views, train)
 
     def batches(ctx: DistContext) -> BatchSource:
         batch_size = max(2, min(p.batch_size, len(train) // ctx.world_size))
@@ -139,16 +156,23 @@ def pretrain(
             else:
                 indices = shuffled_batches(len(train), batch_size, rng, ctx.rank, ctx.world_size)
             for index in indices:
-                yield train.floats(torch.from_numpy(index))
+                if strokes is None:  # [B, 1, S, S]: both views start from the same image
+                    yield train.floats(torch.from_numpy(index))
+                else:  # [B, 2, S, S]: two renderings, each of its own view of the strokes
+                    pair = [train.rendered(index, strokes, rng) for _ in range(2)]
+                    yield torch.cat(pair, dim=1).float().div_(255.0)
 
-        return BatchSource(epoch, steps, views=lambda x: TwoViews(augment(x), augment(x)))
+        def views(x: torch.Tensor) -> TwoViews:
+            return TwoViews(augment(x[:, :1]), augment(x[:, -1:]))
+
+        return BatchSource(epoch, steps, views)
 
     job = TrainingJob(
         command="pretrain",
         cfg=cfg,
         section=p,
         method=method,
-        model=model_spec(p.method, cfg.encoder.name, image_size, init),
+        model=model_spec(p.method, cfg.encoder.name, image_size, init, encoder_args),
         preprocessing=_preprocessing(cfg, image_size),
         train=train,
         val=val,
@@ -158,14 +182,38 @@ def pretrain(
     return train_run(job, out, resume, quiet, console)
 
 
-def model_spec(settings: MethodSettings, encoder: str, image_size: int, init: str) -> ModelSpec:
-    """The card's ``model`` block: registry names and arguments to rebuild the network."""
+def stroke_views(views: ViewConfig, train: SketchDataset) -> StrokeViews | None:
+    """The views on the strokes ``views`` asks for, or None when there are none; refused
+    (``ConfigError``) on data that has no strokes."""
+    if not views.on_strokes:
+        return None
+    if train.drawings is None:
+        raise ConfigError(
+            f"--stroke-jitter, --stroke-drop, --partial-p and --line-width-jitter work on "
+            f"strokes; {train.origin} has images only (strokes: Omniglot stroke files, "
+            "QuickDraw .ndjson/.npz, SVG)"
+        )
+    return StrokeViews.from_config(views)
+
+
+def model_spec(
+    settings: MethodSettings,
+    encoder: str,
+    image_size: int,
+    init: str,
+    encoder_args: dict[str, Any] | None = None,
+) -> ModelSpec:
+    """The card's ``model`` block: registry names and arguments to rebuild the network.
+    ``encoder_args`` are ``create_encoder``'s but ``grad_checkpointing``, a way of training
+    that a saved model does not need."""
+    args = {**(encoder_args or {}), "image_size": image_size}
+    args.pop("grad_checkpointing", None)
     return ModelSpec(
         method=settings.name,
         kind=METHODS.get(settings.name).kind,
         method_args=settings.arguments(),
         encoder=encoder,
-        encoder_args={"image_size": image_size},
+        encoder_args=args,
         init=init,
     )
 
@@ -176,6 +224,11 @@ def resolve_init(init: str) -> Path | None:
         return None
     if init == "latest":
         return latest_run("ssl")
+    if Path(init).is_file() and Path(init).suffix not in (".json", ".safetensors"):
+        raise ConfigError(
+            f"--init {init} is not a run folder; convert a PyTorch checkpoint once with "
+            f"'sketchshot import-weights {init} --encoder ARCH --out RUN', then --init RUN"
+        )
     return Path(init)
 
 
@@ -186,10 +239,12 @@ def finetune(
     quiet: bool = False,
     console: Console | None = None,
 ) -> RunResult:
-    """Episodic N-way K-shot training, from scratch or from a pretrained (or fine-tuned) run."""
+    """Episodic N-way K-shot training, or supervised training of a classifier on batches of
+    the train classes, from scratch or from a pretrained (or fine-tuned) run."""
     f = cfg.finetune
     name = f.method.name
-    _check_kind(name, "fewshot")
+    _check_kind(name, "fewshot", "supervised")
+    supervised = METHODS.get(name).kind == "supervised"
     torch.manual_seed(cfg.seed)
     init = resolve_init(f.init) if resume is None else None
     encoder_name, image_size, init_state = cfg.encoder.name, cfg.data.image_size, None
@@ -211,15 +266,30 @@ def finetune(
             "data": cfg.data.model_copy(update={"image_size": image_size}),
         }
     )
+    encoder_args = encoder_arguments(cfg.encoder, image_size)  # refused before reading data
     splits = load_splits(cfg.data, image_size)
     train, val = splits["train"], splits["val"]
     assert train is not None
     require_labels(train, "finetune")
     if f.rotation_classes:
         train = with_rotations(train)
-    sampler = EpisodeSampler(train.labels, f.n_way, f.n_shot, f.n_query, train.class_names)
-    encoder = create_encoder(encoder_name, image_size=image_size)
-    method = create_method(name, encoder, f.method)
+    if supervised:  # the head's classes: the train split's, recorded in the saved config
+        n_classes = len(train.class_names)
+        if f.method.n_classes not in (None, n_classes):
+            raise ConfigError(
+                f"n_classes {f.method.n_classes} differs from the {n_classes} classes of the "
+                f"train split of {train.origin}; leave it out (finetune sets it)"
+            )
+        f = f.model_copy(update={"method": f.method.model_copy(update={"n_classes": n_classes})})
+        cfg = cfg.model_copy(update={"finetune": f})
+    else:
+        sampler = EpisodeSampler(train.labels, f.n_way, f.n_shot, f.n_query, train.class_names)
+    encoder = create_encoder(encoder_name, **encoder_args)
+    if supervised and f.method.class_weights == "auto":
+        weights = inverse_frequency_weights(train.counts())
+        method = METHODS.get(name)(encoder, f.method, class_weights=weights)
+    else:
+        method = create_method(name, encoder, f.method)
     started = "random"
     if init_state is not None:
         method.encoder.load_state_dict(init_state)
@@ -235,24 +305,38 @@ def finetune(
     if f.freeze_encoder:
         method.encoder.requires_grad_(False)
     augment = SketchAugment.from_config(f.views)
+    strokes = stroke_views(f.views, train)
+    if strokes is not None and f.freeze_encoder:
+        raise ConfigError(
+            "--freeze-encoder embeds every image once: views on the strokes need "
+            "an encoder that trains"
+        )
+    if supervised and f.freeze_encoder and f.method.cutmix_alpha > 0:
+        raise ConfigError(
+            "--cutmix-alpha pastes boxes of images; --freeze-encoder trains on embeddings"
+        )
 
     def batches(ctx: DistContext) -> BatchSource:
         cache: list[torch.Tensor] = []
 
-        def take(index: np.ndarray) -> torch.Tensor:
+        def take(index: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+            if strokes is not None:
+                return train.rendered(index, strokes, rng).float().div_(255.0)
             if not f.freeze_encoder:
                 return train.images[torch.from_numpy(index)].float().div_(255.0)
             if not cache:  # embed once, on first use: after --resume has restored the weights
                 cache.append(embed(method, train.images, ctx.device).cpu())
             return cache[0][torch.from_numpy(index)]
 
+        if supervised:
+            return labelled_batches(train.labels, f.method.batch_size, take, augment, ctx)
+
         def epoch(rng: np.random.Generator) -> Iterator[Episode]:
             rng = np.random.default_rng([int(rng.integers(2**31)), ctx.rank])  # own episodes
             while True:
                 ep = sampler.sample(rng)
-                yield Episode(
-                    take(ep.support), ep.support_labels, take(ep.query), ep.query_labels, f.n_way
-                )
+                support, query = take(ep.support, rng), take(ep.query, rng)
+                yield Episode(support, ep.support_labels, query, ep.query_labels, f.n_way)
 
         views = unchanged if f.freeze_encoder else lambda ep: ep.augmented(augment)
         return BatchSource(epoch, f.episodes_per_epoch, views)
@@ -260,12 +344,18 @@ def finetune(
     notes = [held_out_note(cfg.data, splits)]
     if started != "random":
         notes.append(f"encoder initialised from {started}")
+    if supervised and val is not None and len(val) and val.class_names != train.class_names:
+        notes.append(
+            "the val split holds other classes than train: validating the encoder by few-shot "
+            "episodes (val_acc); accuracy, macro-F1 and loss of the classifier need a val split "
+            "of the train classes (--split-by images)"
+        )
     job = TrainingJob(
         command="finetune",
         cfg=cfg,
         section=f,
         method=method,
-        model=model_spec(f.method, encoder_name, image_size, started),
+        model=model_spec(f.method, encoder_name, image_size, started, encoder_args),
         preprocessing=_preprocessing(cfg, image_size),
         train=train,
         val=val,
@@ -274,6 +364,32 @@ def finetune(
         notes=tuple(notes),
     )
     return train_run(job, out, resume, quiet, console)
+
+
+def labelled_batches(
+    labels: torch.Tensor,
+    batch_size: int,
+    take: Callable[[np.ndarray, np.random.Generator], torch.Tensor],
+    augment: SketchAugment,
+    ctx: DistContext,
+) -> BatchSource:
+    """One epoch: this process's share of a seeded shuffle of the train split, in
+    ``LabelledBatch``es of ``take(index, rng)`` (images [B, 1, S, S] in [0, 1], rendered from
+    their strokes where there are views of them, or embeddings [B, D] of a frozen encoder)
+    and their labels; images get ``augment``ed on the device."""
+    batch_size = max(2, min(batch_size, len(labels) // ctx.world_size))
+    steps = max(1, len(labels) // (batch_size * ctx.world_size))
+
+    def epoch(rng: np.random.Generator) -> Iterator[LabelledBatch]:
+        for index in shuffled_batches(len(labels), batch_size, rng, ctx.rank, ctx.world_size):
+            yield LabelledBatch(take(index, rng), labels[torch.from_numpy(index)])
+
+    def views(batch: LabelledBatch) -> LabelledBatch:
+        if batch.images.dim() == 2:  # embeddings of a frozen encoder
+            return batch
+        return LabelledBatch(augment(batch.images), batch.labels)
+
+    return BatchSource(epoch, steps, views)
 
 
 HARDEST_SHOWN = 5
@@ -337,8 +453,9 @@ def evaluate(
     method, card = load_model(model, device)
     cfg = cfg.model_copy(update={"evaluate": evaluation_split(cfg, card)})
     done = run_protocol(
-        method, card.preprocessing, cfg, device, episodes_out, save_grid, save_confusion
-    )
+        method, card.preprocessing, cfg, device, episodes_out, save_grid, save_confusion,
+        card.class_names,
+    )  # fmt: skip
     report, e = done.report, cfg.evaluate
     per_class = (
         per_class_accuracy(report.confusion, report.class_names)
@@ -389,9 +506,14 @@ def evaluation_split(cfg: Config, card: ModelCard) -> EvaluateConfig:
     e, data = cfg.evaluate, cfg.data
     if e.split != "auto":
         return e
+    if splits_images(data):  # the same classes in every split: the held-out images
+        held = presplit(data.source) or data.split_fractions[2] > 0
+        return e.model_copy(update={"split": "test" if held else "val"})
     explicit = data.train_classes or data.val_classes or data.test_classes
     if data.test_classes or (not explicit and data.split_fractions[2] > 0) or e.protocol == "runs":
         return e.model_copy(update={"split": "test"})
+    if card.data is None and not card.config:  # imported weights: they saw none of this data
+        return e.model_copy(update={"split": "all"})
     trained_on = card.config.get("data", {}).get("source") if card.config else None
     if trained_on is not None and trained_on != data.source:
         return e.model_copy(update={"split": "all"})

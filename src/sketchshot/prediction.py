@@ -284,5 +284,3 @@ def predict_paths(
                 batch = ahead
     finally:
         feed.close()
-
-

@@ -12,16 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from rich.console import Console
 
 from sketchshot import distributed
 from sketchshot.card import DataSummary, ModelSpec, Preprocessing
 from sketchshot.checkpoint import atomic_write, read_card, save_model, write_error
-from sketchshot.config import Config, TrainingConfig, to_toml
+from sketchshot.config import Config, SupervisedSettings, TrainingConfig, to_toml
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.errors import CheckpointError, ConfigError, DiskFull, WriteFailed
 from sketchshot.evaluation import embed, score_episodes
 from sketchshot.methods import Method
+from sketchshot.methods.supervised import classification_metrics
 from sketchshot.training import BatchSource, FitResult, LoopSettings, Validator, fit
 
 RUNS = Path("runs")
@@ -103,7 +105,8 @@ def stopped_by(exc: WriteFailed, run_dir: Path) -> WriteFailed:
 
 
 def latest_run(kind: str | None = None, root: Path = RUNS) -> Path:
-    """The most recently written run folder under ``root`` (of ``kind`` 'ssl'/'fewshot')."""
+    """The most recently written run folder under ``root`` (of a method ``kind``: 'ssl',
+    'fewshot' or 'supervised')."""
     candidates = []
     for sidecar in root.glob("*/model.json"):
         try:
@@ -113,7 +116,9 @@ def latest_run(kind: str | None = None, root: Path = RUNS) -> Path:
         if kind is None or card.model.kind == kind:
             candidates.append((sidecar.stat().st_mtime, sidecar.parent))
     if not candidates:
-        what = {"ssl": "pretrain", "fewshot": "finetune"}.get(kind or "", "saved")
+        what = {"ssl": "pretrain", "fewshot": "finetune", "supervised": "finetune"}.get(
+            kind or "", "saved"
+        )
         raise CheckpointError(f"no {what} run found under {root}/; pass a run folder explicitly")
     return max(candidates)[1]
 
@@ -139,6 +144,36 @@ def episode_validator(
         return {"val_acc": scores.mean}
 
     return validate
+
+
+# SupervisedSettings.best_metric -> the classifier validation's key that it monitors
+CLASSIFIER_MONITORS = {"accuracy": "val_acc", "macro_f1": "val_macro_f1", "loss": "val_loss"}
+
+
+def classifier_validator(val: SketchDataset, device: Any) -> Validator:
+    """A classifier's accuracy, macro-F1 and cross-entropy on the val split's images, which
+    hold the train classes (a split by images): ``logits`` on features computed once."""
+    labels = val.labels.to(device)
+
+    def validate(m: Method) -> dict[str, float]:
+        with torch.no_grad():
+            logits = m.logits(embed(m, val.images, device))
+        return {f"val_{k}": v for k, v in classification_metrics(logits, labels).items()}
+
+    return validate
+
+
+def job_validator(job: TrainingJob, device: Any) -> tuple[Validator | None, str]:
+    """The run's validation and the epoch record's key that picks the best checkpoint: for a
+    supervised method whose val split holds the train classes, its own accuracy, macro-F1 or
+    loss (``best_metric``); otherwise few-shot episodes on the val classes (``val_acc``);
+    without validation, the training loss."""
+    val, settings = job.val, job.method.settings
+    if isinstance(settings, SupervisedSettings) and val is not None and len(val) > 0:
+        if val.class_names == job.train.class_names:
+            return classifier_validator(val, device), CLASSIFIER_MONITORS[settings.best_metric]
+    validate = episode_validator(val, job.section, job.val_shots, device, job.cfg.seed)
+    return validate, "val_acc" if validate else "loss"
 
 
 def train_run(
@@ -187,9 +222,12 @@ def train_run(
             write_config()
 
         def save(stem: str, metrics: dict[str, Any]) -> None:
-            save_model(run_dir / stem, method, card | {"metrics": metrics})
+            saved = method.inference_model()  # the EMA of the weights, where there is one
+            if saved is not method:
+                metrics = {**metrics, "weights": "ema"}
+            save_model(run_dir / stem, saved, card | {"metrics": metrics})
 
-        validate = episode_validator(job.val, section, job.val_shots, ctx.device, cfg.seed)
+        validate, monitor = job_validator(job, ctx.device)
         source = job.batches(ctx)
         settings = LoopSettings(
             epochs=section.epochs,
@@ -198,11 +236,12 @@ def train_run(
             max_minutes=section.max_minutes,
             checkpoint_every=section.checkpoint_every,
             val_every=section.val_every,
-            monitor="val_acc" if validate else "loss",
+            monitor=monitor,
             patience=section.patience,
             head_lr_scale=(section.head_lr or section.optim.lr) / section.optim.lr,
             amp=section.amp,
             channels_last=section.channels_last,
+            accumulate=section.accumulate,
         )
         if not quiet and ctx.is_main:
             procs = f", {ctx.world_size} processes" if ctx.enabled else ""

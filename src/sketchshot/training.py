@@ -1,11 +1,14 @@
 """The one training loop every method runs through (pretraining and episodic fine-tuning).
 
-It owns devices, the optimiser and schedule, gradient clipping, checkpoints, ``--resume``,
-Ctrl-C, metrics logging and the progress bar; a method only supplies ``training_step``."""
+It owns devices, the optimiser and schedule, gradient accumulation and clipping, checkpoints,
+``--resume``, Ctrl-C, metrics logging and the progress bar; a method only supplies
+``training_step``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import signal
@@ -154,12 +157,24 @@ class LoopSettings:
     max_minutes: float | None = None
     checkpoint_every: int = 0
     val_every: int = 1
-    monitor: str = "loss"  # key in the epoch record; "loss" is minimised, anything else maximised
+    monitor: str = "loss"  # key in the epoch record; a "...loss" is minimised, the rest maximised
     patience: int | None = None  # validations without improvement before stopping
     head_lr_scale: float = 1.0
     amp: str = "off"  # "bf16" or "fp16" autocast on CUDA
     channels_last: bool = True
     log_every: int = 50
+    accumulate: int = 1  # batches per optimiser step
+
+    @property
+    def minimise(self) -> bool:
+        """Whether the monitored value is a loss (lower is better)."""
+        return self.monitor.endswith("loss")
+
+
+def grouped(batches: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` batches (the last one shorter if the batches run out)."""
+    while group := list(itertools.islice(batches, size)):
+        yield group
 
 
 class Trainer:
@@ -195,7 +210,9 @@ class Trainer:
             raise ConfigError("nothing to train: every parameter is frozen")
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = make_optimizer(groups, settings.optim)
-        self.total_steps = settings.epochs * source.steps_per_epoch
+        # optimiser steps: the source's batches, ``accumulate`` of them per step
+        self.steps_per_epoch = max(1, source.steps_per_epoch // settings.accumulate)
+        self.total_steps = settings.epochs * self.steps_per_epoch
         self.ckpt = run_dir / "checkpoints"
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -243,30 +260,44 @@ class Trainer:
         limit = self.settings.max_minutes
         return min(1.0, self.loop.seconds / (limit * 60)) if limit else 0.0
 
-    def step(self, batch: Any) -> dict[str, float]:
-        """One optimiser step: schedule, forward, backward, clip, step, EMA hook."""
+    def step(self, batches: list[Any]) -> dict[str, float]:
+        """One optimiser step over ``batches`` (``accumulate`` of them): schedule, forward and
+        backward of each, its loss scaled by 1 / len(batches) (gradients synced across
+        processes on the last one only), clip, step, EMA hook. Returns the batches' mean loss
+        and metrics, and the learning rate."""
         s, loop = self.settings, self.loop
         lr = s.optim.lr * lr_factor(
-            s.optim, loop.step, self.source.steps_per_epoch, self.total_steps, self.elapsed()
+            s.optim, loop.step, self.steps_per_epoch, self.total_steps, self.elapsed()
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        batch = batch.to(self.device)
-        images = len(batch)
-        with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self.model(self.source.views(batch))
-        loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"training diverged: the loss became {loss.item()} at step {loop.step}; "
-                "try a lower --lr"
-            )
         self.optimizer.zero_grad(set_to_none=True)
+        images, n, values = 0, len(batches), {}
+        for i, batch in enumerate(batches):
+            batch = batch.to(self.device)
+            images += len(batch)
+            # DDP syncs gradients on the last batch only
+            quiet = self.ctx.enabled and i < n - 1
+            with self.model.no_sync() if quiet else contextlib.nullcontext():
+                amp = self.amp_dtype is not None
+                with torch.autocast(self.device.type, self.amp_dtype, enabled=amp):
+                    out = self.model(self.source.views(batch))
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"training diverged: the loss became {loss.item()} at step {loop.step}; "
+                        "try a lower --lr"
+                    )
+                scaled = loss / n if n > 1 else loss
+                if self.scaler is not None:
+                    self.scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+            step_values = {"loss": loss.item()} | {k: float(v) for k, v in out["metrics"].items()}
+            for k, v in step_values.items():
+                values[k] = values.get(k, 0.0) + v / n
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
         if s.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, s.optim.grad_clip)
         if self.scaler is not None:
@@ -278,7 +309,7 @@ class Trainer:
         loop.step += 1
         loop.step_in_epoch += 1
         loop.images += images * self.ctx.world_size
-        return {"loss": loss.item(), "lr": lr} | {k: float(v) for k, v in out["metrics"].items()}
+        return {"loss": values.pop("loss"), "lr": lr} | values
 
     def end_epoch(self, record: dict[str, Any], last: bool = False) -> None:
         """Validate (every ``val_every`` epochs and at the end), log, keep ``best`` by the
@@ -291,14 +322,12 @@ class Trainer:
             return
         if self.validate is not None and (loop.epoch % s.val_every == 0 or last):
             self.method.eval()
-            record.update(self.validate(self.method))
+            record.update(self.validate(self.method.inference_model()))
         self.log(record)
         self.history.append(record)
         score = record.get(s.monitor)
         if score is not None:
-            if loop.best is None or (
-                score < loop.best if s.monitor == "loss" else score > loop.best
-            ):
+            if loop.best is None or (score < loop.best if s.minimise else score > loop.best):
                 loop.best, loop.best_epoch, loop.stale = score, loop.epoch, 0
                 self.best_state = {
                     k: v.detach().cpu().clone() for k, v in self.method.state_dict().items()
@@ -343,14 +372,15 @@ class Trainer:
         while loop.epoch < s.epochs:
             self.method.train()
             batches = self.source.batches(np.random.default_rng([s.seed, loop.epoch]))
+            groups = grouped(batches, s.accumulate)
             for _ in range(loop.step_in_epoch):  # resumed mid-epoch: skip what was done
-                next(batches)
-            for batch in batches:
-                if loop.step_in_epoch >= self.source.steps_per_epoch:
+                next(groups)
+            for group in groups:
+                if loop.step_in_epoch >= self.steps_per_epoch:
                     break
                 self.stop_if_interrupted()
                 self.settled = False
-                values = self.step(batch)
+                values = self.step(group)
                 loop.add(values)
                 loop.seconds = time.perf_counter() - start
                 self.settled = True
@@ -441,7 +471,8 @@ def fit(
     quiet: bool = False,
     label: str = "train",
 ) -> FitResult:
-    """Train ``method`` for ``settings.epochs`` epochs of ``source.steps_per_epoch`` batches.
+    """Train ``method`` for ``settings.epochs`` epochs of ``source.steps_per_epoch`` batches
+    (``settings.accumulate`` per optimiser step).
 
     After every epoch: validation (if any), the ``last``
     training state, ``best`` weights by ``settings.monitor``; the best weights are loaded back

@@ -11,6 +11,7 @@ from sketchshot.cli import (  # noqa: F401
     enroll,
     evaluate,
     finetune,
+    import_weights,
     info,
     predict,
     pretrain,

@@ -15,6 +15,7 @@ from rich.table import Table
 from sketchshot.cli.app import app, command
 from sketchshot.cli.options import Json, Quiet, Verbose, option
 from sketchshot.cli.render import emit, note, stderr_console
+from sketchshot.config import DataConfig
 from sketchshot.download import BASE_URL_ENV, OMNIGLOT_SPLITS
 
 data_app = typer.Typer(
@@ -42,10 +43,10 @@ OnError = Annotated[
 ]
 
 
-def _counts_table(counts: dict[str, int], title: str) -> Table:
+def _counts_table(counts: dict[str, int], title: str, unit: str = "images") -> Table:
     table = Table(title=title)
     table.add_column("class")
-    table.add_column("images", justify="right")
+    table.add_column(unit, justify="right")
     for name, n in counts.items():
         table.add_row(escape(name), str(n))
     table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
@@ -131,36 +132,81 @@ Source = Annotated[
 ]
 
 
+# Why the reader of each kind of source skips a file (the report's unsupported files).
+NOT_READ = {
+    "images": "not an image",
+    "omniglot_strokes": "not a .txt stroke file",
+    "quickdraw": "not .ndjson, .npy or .npz",
+    "svg": "not an .svg",
+}
+
+
 @command(name="inspect", on=data_app)
 def inspect_data(
     path: Annotated[
-        Path, typer.Argument(help="An image folder ROOT/<class>/*.png.", show_default=False)
+        Path,
+        typer.Argument(
+            help="A data source: an image folder ROOT/<class>/*.png or a .zip of one, Omniglot "
+            "stroke files (folder or .zip), QuickDraw files (.ndjson/.npy/.npz, or a folder of "
+            "them) or SVG class folders.",
+            show_default=False,
+        ),
     ],
+    max_per_class: Annotated[
+        int | None,
+        option(
+            "--max-per-class",
+            help="read at most this many drawings of each class of a vector source (QuickDraw "
+            "files hold ~100,000); image folders are read whole",
+            default="none",
+            panel=DATA,
+            min=1,
+        ),
+    ] = None,
+    trust_npz: Annotated[
+        bool,
+        option(
+            "--trust-npz",
+            help=DataConfig.model_fields["trust_npz"].description,
+            default="off",
+            panel=DATA,
+        ),
+    ] = False,
     as_json: Json = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Classes and their counts, imbalance, image sizes, files the decoder refuses (unreadable
-    or blank), exact duplicates across classes, and files that are not images."""
-    from sketchshot.data.inspect import inspect_folder
+    """Classes and their counts, imbalance, image sizes or strokes per drawing, what the reader
+    refuses (unreadable or blank images, bad records) and why, exact duplicates across classes,
+    and files the reader skips."""
+    from sketchshot.data.inspect import inspect_source
 
-    found = inspect_folder(path)
+    found = inspect_source(path, max_per_class, trust_npz)
     payload = asdict(found) | {"n_images": found.n_images, "imbalance": found.imbalance}
+    unit = "images" if found.kind == "images" else "drawings"
 
     def human(c: Console) -> None:
         what = "" if found.labelled else " (unlabelled: images outside class folders)"
-        c.print(_counts_table(found.counts, f"{escape(found.source)}{what}"), soft_wrap=False)
+        title = f"{escape(found.source)} ({found.kind}){what}"
+        c.print(_counts_table(found.counts, title, unit), soft_wrap=False)
         ratio = f"{found.imbalance:.2f}" if found.imbalance is not None else "n/a"
         c.print(
-            f"{len(found.counts)} classes, {found.n_images} images, imbalance (max/min) {ratio}"
+            f"{len(found.counts)} classes, {found.n_images} {unit}, imbalance (max/min) {ratio}"
         )
-        c.print("sizes: " + ", ".join(f"{k} ({n})" for k, n in found.sizes.items()))
+        if found.sizes:
+            c.print("sizes: " + ", ".join(f"{k} ({n})" for k, n in found.sizes.items()))
+        for name, spread in (("strokes", found.strokes), ("points", found.points)):
+            if spread is not None:
+                c.print(
+                    f"{name} per drawing: min {spread.min}, median {spread.median:g}, "
+                    f"max {spread.max}"
+                )
         for p, why in found.unreadable.items():
             c.print(f"[red]unreadable[/] {escape(p)}: {escape(why)}")
         for same in found.duplicates:
             c.print(f"[yellow]duplicate across classes[/] {escape(', '.join(same))}")
         for p in found.unsupported:
-            c.print(f"[dim]skipped (not an image)[/] {escape(p)}")
+            c.print(f"[dim]skipped ({NOT_READ[found.kind]})[/] {escape(p)}")
 
     emit(as_json, payload, human)
 

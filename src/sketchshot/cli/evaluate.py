@@ -29,6 +29,8 @@ from sketchshot.cli.render import emit, stderr_console
 from sketchshot.config import Config, EvaluateConfig
 from sketchshot.errors import UsageError
 
+HARDEST = 5  # classes shown in the lowest-F1 table
+
 MODELS = "the model's"
 FLAGS = (
     Flag("--protocol", "evaluate.protocol", EVALUATION),
@@ -154,6 +156,14 @@ def print_evaluation(c: Console, r: Any) -> None:
         ci = "" if math.isnan(f.ci95) else f"± {100 * f.ci95:.2f}%"
         table.add_row(escape(f.name), f"{100 * f.accuracy:.2f}%", ci, str(f.repeats))
     c.print(table, soft_wrap=False)
+    if "macro_f1" in r.details:
+        c.print(f"macro-F1 {100 * r.details['macro_f1']:.2f}% over the evaluated classes")
+        worst = sorted(r.details["per_class"].items(), key=lambda kv: kv[1]["f1"])[:HARDEST]
+        table = Table("lowest F1", "precision", "recall", "F1", "images", title_justify="left")
+        for name, m in worst:
+            table.add_row(escape(name), *(f"{100 * m[k]:.1f}%" for k in ("precision", "recall",
+                          "f1")), str(m["support"]))  # fmt: skip
+        c.print(table, soft_wrap=False)
     if r.hardest:
         hard = Table("hardest classes", "accuracy", "right", title_justify="left")
         for h in r.hardest:

@@ -1,14 +1,16 @@
-"""``sketchshot finetune``: episodic N-way K-shot training of a few-shot classifier."""
+"""``sketchshot finetune``: episodic N-way K-shot training of a few-shot classifier, or
+supervised training of a classifier over the train classes (``--method supervised``)."""
 
 from __future__ import annotations
 
-from sketchshot.cli.options import DATA, MODEL, TRAINING, Flag
+from sketchshot.cli.options import DATA, MODEL, TRAINING, VIEWS, Flag
 from sketchshot.cli.training import training_command
 
 MODEL_FLAGS = (
     Flag("--method", "finetune.method", MODEL),
     Flag("--init", "finetune.init", MODEL),
     Flag("--encoder", "encoder.name", MODEL),
+    Flag("--drop-path", "encoder.drop_path", MODEL),
     Flag("--distance", "finetune.<method>.distance", MODEL),
     Flag("--attention", "finetune.<method>.attention", MODEL),
     Flag("--hidden-dim", "finetune.<method>.hidden_dim", MODEL),
@@ -20,7 +22,26 @@ OWN_FLAGS = (
     Flag("--queries", "finetune.n_query", TRAINING),
     Flag("--episodes", "finetune.episodes_per_epoch", TRAINING),
     Flag("--head-lr", "finetune.head_lr", TRAINING),
+    Flag("--grad-checkpointing", "encoder.grad_checkpointing", TRAINING),
     Flag("--rotation-classes", "finetune.rotation_classes", DATA),
+    # supervised
+    Flag("--batch-size", "finetune.<method>.batch_size", TRAINING),
+    Flag("--loss", "finetune.<method>.loss", TRAINING),
+    Flag("--label-smoothing", "finetune.<method>.label_smoothing", TRAINING),
+    Flag("--focal-gamma", "finetune.<method>.focal_gamma", TRAINING),
+    Flag("--focal-alpha", "finetune.<method>.focal_alpha", TRAINING),
+    Flag("--focal-weight", "finetune.<method>.focal_weight", TRAINING),
+    Flag("--class-weights", "finetune.<method>.class_weights", TRAINING),
+    Flag("--ema-decay", "finetune.<method>.ema_decay", TRAINING),
+    Flag("--best-metric", "finetune.<method>.best_metric", TRAINING),
+    Flag("--mixup-alpha", "finetune.<method>.mixup_alpha", VIEWS),
+    Flag("--cutmix-alpha", "finetune.<method>.cutmix_alpha", VIEWS),
+    Flag("--mix-p", "finetune.<method>.mix_p", VIEWS),
+    Flag("--switch-p", "finetune.<method>.switch_p", VIEWS),
+    Flag("--crop", "finetune.views.crop", VIEWS),
+    Flag("--flip", "finetune.views.flip", VIEWS),
+    Flag("--thickness-p", "finetune.views.thickness_p", VIEWS),
+    Flag("--erase-p", "finetune.views.erase_p", VIEWS),
 )
 
 
@@ -28,5 +49,6 @@ training_command(
     "finetune",
     MODEL_FLAGS,
     OWN_FLAGS,
-    "Episodic N-way K-shot training of a few-shot classifier.",
+    "Episodic N-way K-shot training of a few-shot classifier, or (--method supervised) "
+    "training of a classifier over the train classes on batches of images.",
 )

@@ -61,9 +61,18 @@ def card_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
         ),
         ("classes", f"{len(card.get('class_names') or ())}{origin}"),
         ("best", json.dumps(_rounded((card.get("metrics") or {}).get("best", {})))),
+        *_weights(card),
         ("sketchshot", card.get("sketchshot_version")),
         *integrity_fields(card),
     ]
+
+
+def _weights(card: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A row saying that the weights are an average, where they are (supervised ema_decay)."""
+    if (card.get("metrics") or {}).get("weights") != "ema":
+        return []
+    decay = ((card.get("model") or {}).get("method_args") or {}).get("ema_decay")
+    return [("weights", f"exponential moving average of the training weights (decay {decay})")]
 
 
 def _rounded(values: dict[str, Any]) -> dict[str, Any]:

@@ -246,9 +246,13 @@ DATA_FLAGS = (
     Flag("--val-classes", "data.val_classes", DATA),
     Flag("--test-classes", "data.test_classes", DATA),
     Flag("--split-fractions", "data.split_fractions", DATA),
+    Flag("--split-by", "data.split_by", DATA),
+    Flag("--small-classes", "data.small_classes", DATA),
     Flag("--max-per-class", "data.max_per_class", DATA),
     Flag("--line-width", "data.line_width", DATA),
     Flag("--on-error", "data.on_error", DATA),
+    Flag("--recognized", "data.recognized", DATA),
+    Flag("--countries", "data.countries", DATA),
     Flag("--trust-npz", "data.trust_npz", DATA),
 )
 

@@ -38,6 +38,8 @@ def training_flags(section: str) -> tuple[Flag, ...]:
         Flag("--optimizer", f"{section}.optim.optimizer", TRAINING),
         Flag("--schedule", f"{section}.optim.schedule", TRAINING),
         Flag("--warmup-epochs", f"{section}.optim.warmup_epochs", TRAINING),
+        Flag("--accumulate", f"{section}.accumulate", TRAINING),
+        Flag("--clip-grad", f"{section}.optim.grad_clip", TRAINING),
         Flag("--max-minutes", f"{section}.max_minutes", TRAINING),
         Flag("--patience", f"{section}.patience", TRAINING),
         Flag("--val-episodes", f"{section}.val_episodes", TRAINING),
@@ -56,7 +58,16 @@ def training_flags(section: str) -> tuple[Flag, ...]:
 
 def command_flags(model: tuple[Flag, ...], section: str, own: tuple[Flag, ...]) -> tuple[Flag, ...]:
     """A training command's options, panel by panel: model, data, training, views, run."""
-    views = (Flag("--augment-strength", f"{section}.views.strength", VIEWS),)
+    views = (
+        Flag("--severity", f"{section}.views.severity", VIEWS),
+        Flag("--augment-strength", f"{section}.views.strength", VIEWS),
+        Flag("--elastic", f"{section}.views.elastic", VIEWS),
+        Flag("--cutout-p", f"{section}.views.cutout_p", VIEWS),
+        Flag("--stroke-jitter", f"{section}.views.stroke_jitter", VIEWS),
+        Flag("--stroke-drop", f"{section}.views.stroke_drop", VIEWS),
+        Flag("--partial-p", f"{section}.views.partial_p", VIEWS),
+        Flag("--line-width-jitter", f"{section}.views.line_width_jitter", VIEWS),
+    )
     return (*model, *DATA_FLAGS, *training_flags(section), *own, *views, *RUN_FLAGS)
 
 
@@ -93,11 +104,8 @@ def summary(result: Any, settings: TrainingConfig) -> str:
     epochs = f"{m['epochs']} of {settings.epochs} epochs"
     rate = f", {m['images_per_s']:.0f} images/s" if m.get("images_per_s") else ""
     best = m.get("best") or {}
-    val = (
-        f", best val_acc {best['val_acc']:.3f} at epoch {best['epoch']}"
-        if best.get("val_acc") is not None
-        else ""
-    )
+    monitored = next((k for k in best if k.startswith("val_") and best[k] is not None), None)
+    val = f", best {monitored} {best[monitored]:.3f} at epoch {best['epoch']}" if monitored else ""
     stopped = ""
     if m.get("stopped") == "time":
         stopped = f"; stopped by --max-minutes {settings.max_minutes:g}"

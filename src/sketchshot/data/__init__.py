@@ -11,8 +11,8 @@ from sketchshot.config import DataConfig, Split
 from sketchshot.data.dataset import SketchDataset, filter_classes
 from sketchshot.data.folder import load_image_folder, require_labels
 from sketchshot.data.glyphs import make_glyphs
-from sketchshot.data.splits import split_classes, take_split
-from sketchshot.data.vector import load_vector_source, source_kind
+from sketchshot.data.splits import split_classes, split_images, splits_images, take_split
+from sketchshot.data.vector.source import load_vector_source, source_kind
 from sketchshot.errors import DataError
 
 __all__ = ["SketchDataset", "load_dataset", "load_source", "load_splits", "load_support"]
@@ -34,16 +34,21 @@ def load_dataset(cfg: DataConfig, image_size: int, split: Split = "all") -> Sket
 
 def load_splits(cfg: DataConfig, image_size: int) -> dict[str, SketchDataset | None]:
     """The train, val and test splits of the configured data, decoded once, each filtered
-    like ``load_dataset``'s; None for a split without classes (train must have some)."""
+    like ``load_dataset``'s; None for a split without classes or images (train must have
+    some)."""
     dataset = _decoded(cfg, image_size)
-    names = split_classes(dataset.class_names, cfg)
-    train = take_split(dataset, cfg, "train")  # the usual errors when train has no classes
+    train = take_split(dataset, cfg, "train")  # the usual errors when train is empty
     out: dict[str, SketchDataset | None] = {
         "train": filter_classes(train, cfg.classes, cfg.exclude_classes)
     }
+    if splits_images(cfg):
+        parts = split_images(dataset, cfg)
+    else:
+        names = split_classes(dataset.class_names, cfg)
+        parts = {s: dataset.select(names[s]) if names[s] else None for s in ("val", "test")}
     for split in ("val", "test"):
         try:
-            part = dataset.select(names[split]) if names[split] else None
+            part = parts[split]
             out[split] = filter_classes(part, cfg.classes, cfg.exclude_classes) if part else None
         except DataError:  # filtered down to nothing: only train needs classes
             out[split] = None
@@ -68,16 +73,9 @@ def load_support(source: str | Path, preprocessing: Preprocessing) -> SketchData
 def load_source(source: str, image_size: int, cfg: DataConfig) -> SketchDataset:
     """Any sketch source at ``image_size``: image folders and archives as they are, vector
     sources (picked by ``source_kind``) rendered once with ``cfg``'s line width, at most
-    ``cfg.max_per_class`` drawings of each class, bad records as ``cfg.on_error`` says."""
+    ``cfg.max_per_class`` drawings of each class, QuickDraw's filters applied, bad records as
+    ``cfg.on_error`` says."""
     kind = source_kind(source)
     if kind == "images":
         return load_image_folder(source, image_size, cfg.invert)
-    return load_vector_source(
-        source,
-        kind,
-        image_size,
-        line_width=cfg.line_width,
-        max_per_class=cfg.max_per_class,
-        on_error=cfg.on_error,
-        trust_pickle=cfg.trust_npz,
-    )
+    return load_vector_source(source, kind, image_size, cfg)

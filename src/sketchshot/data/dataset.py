@@ -1,7 +1,9 @@
-"""The in-memory dataset every command works on: decoded once, kept as small uint8 tensors."""
+"""The in-memory dataset every command works on: decoded once, kept as small uint8 tensors
+(and, for vector sources, the drawings, for views made on the strokes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,19 +11,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sketchshot.data.vector.drawing import Drawing
+from sketchshot.data.vector.render import LINE_WIDTH
+from sketchshot.data.vector.stroke_views import StrokeViews
 from sketchshot.errors import DataError
 
 
 @dataclass(frozen=True)
 class SketchDataset:
     """Sketches as ``images`` uint8 [N, 1, S, S] (strokes bright), ``labels`` int64 [N]
-    indexing ``class_names``, and ``sources`` naming where each image came from."""
+    indexing ``class_names``, and ``sources`` naming where each image came from. A vector
+    source keeps its ``drawings`` too (the strokes each image was rendered from, at
+    ``line_width``), so that views can work on the strokes (``rendered``)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: tuple[str, ...]
     sources: tuple[str, ...]
     origin: str
+    drawings: tuple[Drawing, ...] | None = None
+    line_width: float = LINE_WIDTH
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -33,8 +42,11 @@ class SketchDataset:
         classes: Sequence[str],
         sources: Sequence[str],
         origin: str,
+        drawings: Sequence[Drawing] | None = None,
+        line_width: float = LINE_WIDTH,
     ) -> SketchDataset:
-        """A dataset of uint8 [S, S] ``images`` with their class names (sorted into labels)."""
+        """A dataset of uint8 [S, S] ``images`` with their class names (sorted into labels),
+        and the ``drawings`` they were rendered from, if any."""
         class_names = tuple(sorted(set(classes)))
         lookup = {c: i for i, c in enumerate(class_names)}
         return cls(
@@ -43,7 +55,31 @@ class SketchDataset:
             class_names=class_names,
             sources=tuple(sources),
             origin=origin,
+            drawings=None if drawings is None else tuple(drawings),
+            line_width=line_width,
         )
+
+    def subset(self, index: torch.Tensor, labels: torch.Tensor | None = None) -> SketchDataset:
+        """The items at ``index`` (in that order), with new ``labels`` if given."""
+        keep = index.tolist()
+        return dataclasses.replace(
+            self,
+            images=self.images[index],
+            labels=self.labels[index] if labels is None else labels,
+            sources=tuple(self.sources[i] for i in keep),
+            drawings=None if self.drawings is None else tuple(self.drawings[i] for i in keep),
+        )
+
+    def rendered(
+        self, index: np.ndarray, views: StrokeViews, rng: np.random.Generator
+    ) -> torch.Tensor:
+        """A fresh view of each drawing at ``index``, made on its strokes and rendered: uint8
+        [n, 1, S, S]. ``ValueError`` for a raster source, which has no strokes."""
+        if self.drawings is None:
+            raise ValueError(f"{self.origin} has no strokes to make views of")
+        size = self.image_size
+        images = [views.render(self.drawings[i], size, self.line_width, rng) for i in index]
+        return torch.from_numpy(np.stack(images)).unsqueeze(1)
 
     @property
     def image_size(self) -> int:
@@ -65,26 +101,13 @@ class SketchDataset:
         remap[old] = torch.arange(len(names))
         new_labels = remap[self.labels]
         keep = (new_labels >= 0).nonzero().flatten()
-        return SketchDataset(
-            images=self.images[keep],
-            labels=new_labels[keep],
-            class_names=tuple(names),
-            sources=tuple(self.sources[i] for i in keep.tolist()),
-            origin=self.origin,
-        )
+        return dataclasses.replace(self.subset(keep, new_labels[keep]), class_names=tuple(names))
 
     def first_per_class(self, k: int) -> SketchDataset:
         """At most the first ``k`` images of each class, in their order."""
         per_class = [self.labels.eq(c).nonzero()[:k, 0] for c in range(len(self.class_names))]
         keep = sorted(torch.cat(per_class).tolist())
-        index = torch.tensor(keep, dtype=torch.long)
-        return SketchDataset(
-            images=self.images[index],
-            labels=self.labels[index],
-            class_names=self.class_names,
-            sources=tuple(self.sources[i] for i in keep),
-            origin=self.origin,
-        )
+        return self.subset(torch.tensor(keep, dtype=torch.long))
 
 
 def match_classes(names: Sequence[str], patterns: Sequence[str]) -> list[str]:
@@ -122,10 +145,24 @@ def with_rotations(dataset: SketchDataset) -> SketchDataset:
     names = list(dataset.class_names)
     for r in (90, 180, 270):
         names += [f"{n}@rot{r}" for n in dataset.class_names]
-    return SketchDataset(
+    drawings = None
+    if dataset.drawings is not None:
+        drawings = tuple(rotated(d, r) for r in range(4) for d in dataset.drawings)
+    return dataclasses.replace(
+        dataset,
         images=torch.cat(images),
         labels=torch.cat([dataset.labels + r * k for r in range(4)]),
         class_names=tuple(names),
         sources=dataset.sources * 4,
         origin=f"{dataset.origin} (+ rotations)",
+        drawings=drawings,
     )
+
+
+def rotated(drawing: Drawing, quarters: int) -> Drawing:
+    """``drawing`` turned as ``torch.rot90(image, quarters, dims=(2, 3))`` turns its image
+    (counter-clockwise on the screen, y pointing down)."""
+    turn = [(1, 1), (1, -1), (-1, -1), (-1, 1)][quarters % 4]  # (x, y) -> signs of (y, x)
+    if quarters % 2 == 0:
+        return [s * np.float32(turn[0]) for s in drawing]
+    return [s[:, ::-1] * np.asarray(turn, dtype=np.float32) for s in drawing]

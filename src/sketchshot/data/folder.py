@@ -227,7 +227,7 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:NAMED]) + more
 
 
-def _archive_entries(
+def archive_entries(
     archive: zipfile.ZipFile,
 ) -> tuple[dict[PurePosixPath, zipfile.ZipInfo], list[str]]:
     """The image entries of ``archive`` by path, and the names of image entries skipped for
@@ -287,7 +287,7 @@ def load_image_folder(
             archive = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
             raise DataError(f"{source} is not a readable zip archive: {exc}") from None
-        members, skipped = _archive_entries(archive)
+        members, skipped = archive_entries(archive)
         entries = sorted(members)
     else:
         raise DataError(f"{source} is neither a folder nor a .zip archive")

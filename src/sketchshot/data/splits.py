@@ -1,13 +1,24 @@
-"""Class-disjoint train/val/test splits: explicit globs, top-level groups, or seeded fractions."""
+"""Train/val/test splits. Few-shot splits are class-disjoint (explicit globs, top-level
+groups, or seeded fractions of the classes); image-level splits share the classes: a source
+laid out as ``train/ valid/ test/`` folders of the same classes, or a seeded per-class draw
+of each class's images (``split_by="images"``)."""
 
 from __future__ import annotations
 
-import numpy as np
+import zipfile
+from pathlib import Path
 
-from sketchshot.config import DataConfig, Split
+import numpy as np
+import torch
+
+from sketchshot.config import SPLITS, DataConfig, Split
 from sketchshot.data.dataset import SketchDataset, match_classes
 from sketchshot.data.folder import require_labels
-from sketchshot.errors import DataError
+from sketchshot.errors import ConfigError, DataError
+
+# top-level folder names of a source that comes split by images, and the split each is
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "test": "test", "testing": "test"}  # fmt: skip
 
 
 def split_classes(class_names: tuple[str, ...], cfg: DataConfig) -> dict[str, list[str]]:
@@ -42,9 +53,103 @@ def split_classes(class_names: tuple[str, ...], cfg: DataConfig) -> dict[str, li
 def take_split(dataset: SketchDataset, cfg: DataConfig, split: Split) -> SketchDataset:
     if split == "all":
         return dataset
+    if splits_images(cfg):
+        part = split_images(dataset, cfg)[split]
+        if part is None:
+            raise DataError(f"the {split} split of {dataset.origin} has no images")
+        return part
     if split != "train":  # unlabelled data has no classes to hold out
         require_labels(dataset, f"the {split} split")
     names = split_classes(dataset.class_names, cfg)[split]
     if not names:
         raise DataError(f"the {split} split of {dataset.origin} has no classes")
     return dataset.select(names)
+
+
+def presplit(source: str | Path) -> bool:
+    """Whether the folder or zip ``source`` is laid out as ``train/``, ``valid/`` (or
+    ``val/``) and ``test/`` folders of class folders, with a ``train`` among them."""
+    source = Path(source)
+    try:
+        if source.is_dir():
+            tops = {p.name.lower() for p in source.iterdir() if p.is_dir()}
+            tops -= {n for n in tops if n.startswith(".") or n == "__macosx"}
+        elif zipfile.is_zipfile(source):
+            with zipfile.ZipFile(source) as archive:
+                names = [n for n in archive.namelist() if "/" in n.strip("/")]
+            tops = {n.split("/", 1)[0].lower() for n in names}
+            tops -= {n for n in tops if n.startswith(".") or n == "__macosx"}
+            if len(tops) == 1:  # one wrapping folder (archive.zip/archive/train/...)
+                inner = {n.split("/", 2)[1].lower() for n in names if n.count("/") >= 2}
+                tops = inner if inner <= set(SPLIT_FOLDERS) else tops
+        else:
+            return False
+    except OSError:
+        return False
+    return bool(tops) and tops <= set(SPLIT_FOLDERS) and "train" in {SPLIT_FOLDERS[t] for t in tops}
+
+
+def splits_images(cfg: DataConfig) -> bool:
+    """Whether ``cfg``'s splits share classes: ``split_by="images"`` or a presplit source."""
+    return cfg.split_by == "images" or (cfg.source != "builtin" and presplit(cfg.source))
+
+
+def split_images(dataset: SketchDataset, cfg: DataConfig) -> dict[str, SketchDataset | None]:
+    """Train, val and test splits of the same classes (None for an empty split): from a
+    presplit source's folders, else each class's images drawn into the three with
+    ``split_fractions`` and ``split_seed`` (stratified: every class in every split that has a
+    fraction, at least one image each)."""
+    if any((cfg.train_classes, cfg.val_classes, cfg.test_classes)):
+        raise ConfigError(
+            "--train-classes, --val-classes and --test-classes split the classes; with "
+            "--split-by images each class's images are split (use --classes to choose classes)"
+        )
+    require_labels(dataset, "an image-level split")
+    if cfg.source != "builtin" and presplit(cfg.source):
+        return _from_folders(dataset)
+    rng = np.random.default_rng(cfg.split_seed)
+    wanted = [s for s, f in zip(SPLITS, cfg.split_fractions, strict=True) if f > 0]
+    assign = np.zeros(len(dataset), dtype=np.int64)  # index into SPLITS
+    counts = dataset.counts().tolist()
+    for c, name in enumerate(dataset.class_names):
+        members = rng.permutation(np.flatnonzero(dataset.labels.numpy() == c))
+        if len(members) < len(wanted):
+            if cfg.small_classes == "fail":
+                raise DataError(
+                    f"class {name!r} has {counts[c]} image{'s' * (counts[c] != 1)}, too few for "
+                    f"the {len(wanted)} splits ({', '.join(wanted)}); --small-classes train "
+                    "keeps such classes in train only"
+                )
+            continue  # all in train
+        sizes = [max(1, round(f * len(members))) if f > 0 else 0 for f in cfg.split_fractions]
+        sizes[0] = len(members) - sizes[1] - sizes[2]
+        while sizes[0] < 1:  # a tiny class: shrink the largest held-out share
+            sizes[1 if sizes[1] >= sizes[2] else 2] -= 1
+            sizes[0] += 1
+        assign[members[sizes[0] : sizes[0] + sizes[1]]] = 1
+        assign[members[sizes[0] + sizes[1] :]] = 2
+    parts = {s: np.flatnonzero(assign == i) for i, s in enumerate(SPLITS)}
+    return {s: _part(dataset, ix) for s, ix in parts.items()}
+
+
+def _part(dataset: SketchDataset, index: np.ndarray) -> SketchDataset | None:
+    return dataset.subset(torch.from_numpy(index)) if len(index) else None
+
+
+def _from_folders(dataset: SketchDataset) -> dict[str, SketchDataset | None]:
+    """A presplit source's splits: ``train/cup`` is class ``cup`` of the train split."""
+    split_of, names = [], []
+    for name in dataset.class_names:
+        top, _, rest = name.partition("/")
+        if not rest:
+            raise DataError(f"{dataset.origin}/{name}: images in a split folder, not in a class")
+        split_of.append(SPLIT_FOLDERS[top.lower()])
+        names.append(rest)
+    classes = tuple(sorted(set(names)))
+    lookup = torch.tensor([classes.index(n) for n in names], dtype=torch.long)
+    merged = SketchDataset(
+        dataset.images, lookup[dataset.labels], classes, dataset.sources, dataset.origin,
+        dataset.drawings, dataset.line_width,
+    )  # fmt: skip
+    tag = np.array([SPLITS.index(split_of[i]) for i in dataset.labels.tolist()])
+    return {s: _part(merged, np.flatnonzero(tag == i)) for i, s in enumerate(SPLITS)}

@@ -14,15 +14,20 @@ from torch import nn
 
 from sketchshot.config import ViewConfig
 
+ELASTIC_POINTS = 5  # control points per side of the elastic displacement field
+
 
 class SketchAugment(nn.Module):
-    """Random crop-and-resize, affine (rotation, scale, shear, translation), stroke thickness
-    (dilate/erode) and random erasing of [B, 1, H, W] images in [0, 1] with bright strokes.
+    """Random crop-and-resize, affine (rotation, scale, shear, translation), elastic
+    distortion, stroke thickness (dilate/erode), random erasing and cutout of [B, 1, H, W]
+    images in [0, 1] with bright strokes.
 
     The crop is torchvision's RandomResizedCrop folded into the same affine map: a window of
     ``crop`` to 1 of the image's area, aspect ratio 3/4 to 4/3, anywhere inside the image,
-    stretched to the full size (``crop=1`` turns it off). ``strength`` scales every range at
-    once (0: identity, 1: the defaults below)."""
+    stretched to the full size (``crop=1`` turns it off). The elastic distortion is a smooth
+    random displacement field resampled in the same pass (``elastic``: its standard deviation
+    as a fraction of the side). ``strength`` scales every range at once (0: identity, 1: the
+    defaults below)."""
 
     def __init__(
         self,
@@ -36,6 +41,9 @@ class SketchAugment(nn.Module):
         erase_area: float = 0.15,
         flip: bool = False,
         crop: float = 1.0,
+        elastic: float = 0.0,
+        cutout_p: float = 0.0,
+        cutout_size: float = 0.25,
     ) -> None:
         super().__init__()
         self.strength = strength
@@ -47,6 +55,7 @@ class SketchAugment(nn.Module):
             flip,
         )
         self.crop = crop
+        self.elastic, self.cutout_p, self.cutout_size = elastic, cutout_p, cutout_size
 
     @classmethod
     def from_config(cls, views: ViewConfig) -> SketchAugment:
@@ -57,6 +66,8 @@ class SketchAugment(nn.Module):
             erase_p=views.erase_p,
             flip=views.flip,
             crop=views.crop,
+            elastic=views.elastic,
+            cutout_p=views.cutout_p,
         )
 
     def _uniform(self, n: int, limit: float, device: torch.device) -> torch.Tensor:
@@ -81,7 +92,19 @@ class SketchAugment(nn.Module):
             sign = torch.where(torch.rand(b, device=device) < 0.5, -1.0, 1.0)
             theta[:, 0, :2] *= sign[:, None]
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        if self.elastic > 0:
+            grid = grid + self.displacement(b, x.shape[2], x.shape[3], device, x.dtype)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def displacement(
+        self, b: int, h: int, w: int, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """A smooth random displacement [b, h, w, 2] in grid units (the side is 2): normal
+        offsets at ELASTIC_POINTS x ELASTIC_POINTS control points, upsampled bicubically."""
+        std = 2 * self.elastic * self.strength
+        coarse = torch.randn(b, 2, ELASTIC_POINTS, ELASTIC_POINTS, device=device) * std
+        field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
+        return field.permute(0, 2, 3, 1).to(dtype)
 
     def _cropped(self, theta: torch.Tensor) -> torch.Tensor:
         """Compose the affine map with a random window: output -> window -> input image."""
@@ -129,6 +152,20 @@ class SketchAugment(nn.Module):
         apply = (torch.rand(b, device=device) < self.erase_p).view(b, 1, 1)
         return x.masked_fill((inside & apply).unsqueeze(1), 0.0)
 
+    def cutout(self, x: torch.Tensor) -> torch.Tensor:
+        """Blank a square of ``cutout_size`` of the side (scaled by ``strength``) centred
+        anywhere in the image, so that part of it may fall outside (DeVries & Taylor 2017),
+        in each image with probability ``cutout_p``."""
+        b, _, h, w = x.shape
+        device = x.device
+        half = min(1.0, self.cutout_size * self.strength) / 2
+        cy, cx = torch.rand(b, device=device), torch.rand(b, device=device)
+        rows = (torch.arange(h, device=device).view(1, h, 1) + 0.5) / h
+        cols = (torch.arange(w, device=device).view(1, 1, w) + 0.5) / w
+        inside = ((rows - cy.view(b, 1, 1)).abs() < half) & ((cols - cx.view(b, 1, 1)).abs() < half)
+        apply = (torch.rand(b, device=device) < self.cutout_p).view(b, 1, 1)
+        return x.masked_fill((inside & apply).unsqueeze(1), 0.0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.strength == 0:
             return x
@@ -137,4 +174,6 @@ class SketchAugment(nn.Module):
             x = self.thickness(x)
         if self.erase_p > 0 and self.erase_area > 0:
             x = self.erase(x)
+        if self.cutout_p > 0 and self.cutout_size > 0:
+            x = self.cutout(x)
         return x

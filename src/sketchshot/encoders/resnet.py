@@ -1,15 +1,16 @@
 """torchvision ResNets with a 1-channel stem and no classifier (He et al. 2016), optionally
 starting from torchvision's ImageNet weights with the RGB stem folded into one channel.
 
-ImageNet weights, downloaded or found in the cache, are checked against torchvision's published
-hash: the leading hex digits of the file's sha256 are part of its name (``resnet18-f37072fd.pth``),
-as ``torch.hub``'s ``check_hash`` uses them."""
+ImageNet weights (of these and of ``swin_t``), downloaded or found in the cache, are checked
+against torchvision's published hash: the leading hex digits of the file's sha256 are part of its
+name (``resnet18-f37072fd.pth``), as ``torch.hub``'s ``check_hash`` uses them."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ IMAGENET_WEIGHTS = {
     "resnet18": models.ResNet18_Weights.IMAGENET1K_V1,
     "resnet34": models.ResNet34_Weights.IMAGENET1K_V1,
     "resnet50": models.ResNet50_Weights.IMAGENET1K_V1,
+    "swin_t": models.Swin_T_Weights.IMAGENET1K_V1,
 }
 # torch.hub's HASH_REGEX, with at least the 8 hex digits torchvision publishes
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
@@ -49,26 +51,51 @@ class ResNetEncoder(Encoder):
         return self.net(x)
 
     def load_imagenet(self, source: str | Path | None = None, download: bool = True) -> Path:
-        """Load ImageNet weights from ``source`` (a .pth or .safetensors state dict), else from
-        the torch hub cache, downloading there if allowed. Torchvision's file (from the cache,
-        or a ``source`` under its published name) must match its published hash. The RGB stem
-        is summed over its input channels into one channel; the classifier is dropped. Returns
-        the file used."""
-        path = Path(source) if source else imagenet_file(self.arch, download)
-        url = IMAGENET_WEIGHTS[self.arch].url
-        if source and path.name == url.rsplit("/", 1)[-1] and path.is_file():
-            check_published_hash(path, url)
-        state = read_state_dict(path)
-        stem = state.get("conv1.weight")
-        if stem is None or stem.dim() != 4:
-            raise CheckpointError(f"{path}: not a torchvision {self.arch} state dict")
-        state["conv1.weight"] = stem.sum(dim=1, keepdim=True)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        try:
-            self.net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path}: does not fit {self.arch}: {exc}") from None
-        return path
+        """Load ImageNet weights (``load_imagenet_weights``): the RGB stem summed over its input
+        channels into one channel, the classifier dropped. Returns the file used."""
+        return load_imagenet_weights(
+            self.net, self.arch, "conv1.weight", one_channel_state, source, download
+        )
+
+
+def load_imagenet_weights(
+    net: nn.Module,
+    arch: str,
+    stem: str,
+    convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+    source: str | Path | None = None,
+    download: bool = True,
+) -> Path:
+    """Load torchvision's ImageNet weights of ``arch`` into ``net``, its 1-channel version
+    without classifier, from ``source`` (a .pth or .safetensors state dict), else from the
+    torch hub cache, downloading there if allowed. Torchvision's file (from the cache, or a
+    ``source`` under its published name) must match its published hash, and hold the RGB
+    stem ``stem`` (a 4-D conv weight); ``convert`` makes its state dict ``net``'s (the stem
+    folded to one channel, the classifier dropped), which must then fit exactly. Returns the
+    file used."""
+    path = Path(source) if source else imagenet_file(arch, download)
+    url = IMAGENET_WEIGHTS[arch].url
+    if source and path.name == url.rsplit("/", 1)[-1] and path.is_file():
+        check_published_hash(path, url)
+    state = read_state_dict(path)
+    weight = state.get(stem)
+    if weight is None or weight.dim() != 4:
+        raise CheckpointError(f"{path}: not a torchvision {arch} state dict")
+    try:
+        net.load_state_dict(convert(state), strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: does not fit {arch}: {exc}") from None
+    return path
+
+
+def one_channel_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A torchvision ResNet state dict as ``ResNetEncoder.net`` takes it: the stem
+    ``conv1.weight`` [64, C, k, k] summed over its C input channels into [64, 1, k, k] (a grey
+    image is C equal channels, so the stem's response is unchanged) and the classifier
+    ``fc.*`` dropped. ``conv1.weight`` must be 4-D; ``state`` itself is not changed."""
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    state["conv1.weight"] = state["conv1.weight"].sum(dim=1, keepdim=True)
+    return state
 
 
 def imagenet_file(arch: str, download: bool = True) -> Path:

@@ -31,7 +31,7 @@ class Method(nn.Module):
     """An encoder plus what a method adds to it (heads, target networks). Its typed settings
     (``Settings``, in sketchshot.config) hold its defaults; views are the data side's."""
 
-    kind: ClassVar[Literal["ssl", "fewshot"]]
+    kind: ClassVar[Literal["ssl", "fewshot", "supervised"]]
     Settings: ClassVar[type[MethodSettings]]
 
     def __init__(self, encoder: Encoder, settings: MethodSettings | None = None) -> None:
@@ -61,6 +61,11 @@ class Method(nn.Module):
 
     def after_step(self, progress: float) -> None:
         """Called after each optimiser step with training progress in [0, 1] (EMA updates)."""
+
+    def inference_model(self) -> Method:
+        """The model that validation scores and that a saved ``model.safetensors`` holds: the
+        method itself, or the average of its weights where it keeps one (EMA)."""
+        return self
 
     def score(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int

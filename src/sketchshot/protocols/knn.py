@@ -10,15 +10,27 @@ Three settings over every evaluated class at once, each repeated over seeded dra
   uses the same splits);
 - ``1-shot, k=1`` and ``5-shot, k=3``: per draw, 1 or 5 images of each class are labelled,
   every other image is a query.
+
+On data split by images (the same classes in every split) the references come from the train
+split and the queries from the evaluated one (``knn_reference_protocol``), as the
+engineering-symbol workflow defines it: full = every train image, k=5; 1-shot = one random
+train image per class, k=1; 5-shot = five, majority of k=3; the shots over seeded draws.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sketchshot.protocols.labelled import ReadOut, check_class_sizes, score_draws
-from sketchshot.protocols.report import Figure, ProtocolReport
+from sketchshot.protocols.labelled import (
+    ReadOut,
+    check_class_sizes,
+    draw_rng,
+    labelled_split,
+    score_draws,
+)
+from sketchshot.protocols.report import Figure, ProtocolReport, confusion_matrix
 
 SHOT_SETTINGS = ((1, 1), (5, 3))  # (labelled images per class, k)
 FULL_K = 5
@@ -78,3 +90,37 @@ def knn_protocol(
         acc, _ = score_draws(vote(k), labels, n_classes, draws, seed, n_shot, n_shot, None, device)
         figures.append(Figure.of(n_classes, f"kNN {n_shot}-shot, k={k}", acc))
     return ProtocolReport(figures, class_names, confusion)
+
+
+def knn_reference_protocol(
+    references: torch.Tensor,
+    reference_labels: torch.Tensor,
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    class_names: tuple[str, ...],
+    draws: int,
+    seed: int,
+) -> ProtocolReport:
+    """kNN with train-split ``references`` [R, D] and evaluated-split ``queries`` [Q, D] of
+    the same ``class_names``: the full reference set (k=5; its CI over the queries, the
+    headline and the confusion), then 1-shot k=1 and 5-shot k=3 over ``draws`` seeded draws
+    of the references (CI over the draws). Every query is told among every class."""
+    need = max(s for s, _ in SHOT_SETTINGS)
+    check_class_sizes(reference_labels, class_names, need, "kNN 5-shot (train references)")
+    n_classes, device = len(class_names), references.device
+    truth = query_labels.cpu().numpy()
+    ref_labels = reference_labels.to(device)
+    predicted = knn_predict(references, ref_labels, queries, FULL_K, n_classes).cpu().numpy()
+    correct = (predicted == truth).astype(float)
+    n_refs = len(reference_labels)
+    figures = [Figure.of(n_classes, f"kNN all {n_refs} train images, k={FULL_K}", correct)]
+    for n_shot, k in SHOT_SETTINGS:
+        accuracies = np.empty(draws)
+        for d in range(draws):
+            chosen, _ = labelled_split(reference_labels, draw_rng(seed, d, n_shot), n_shot)
+            pick = torch.from_numpy(chosen).to(device)
+            guess = knn_predict(references[pick], ref_labels[pick], queries, k, n_classes)
+            accuracies[d] = float((guess.cpu().numpy() == truth).mean())
+        figures.append(Figure.of(n_classes, f"kNN {n_shot}-shot train images, k={k}", accuracies))
+    confusion = confusion_matrix(truth, predicted, n_classes)
+    return ProtocolReport(figures, class_names, confusion, {"references": n_refs})

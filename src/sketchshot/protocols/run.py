@@ -10,14 +10,16 @@ import torch
 
 from sketchshot.card import Preprocessing
 from sketchshot.config import Config, EvaluateConfig
-from sketchshot.data import load_dataset
+from sketchshot.data import load_dataset, load_splits
 from sketchshot.data.folder import require_labels
+from sketchshot.data.splits import splits_images
 from sketchshot.errors import ConfigError
 from sketchshot.evaluation import embed
 from sketchshot.methods import Method
 from sketchshot.pictures import confusion_picture, save_png
+from sketchshot.protocols.classify import classify_protocol
 from sketchshot.protocols.episodes import episodes_protocol
-from sketchshot.protocols.knn import knn_protocol
+from sketchshot.protocols.knn import knn_protocol, knn_reference_protocol
 from sketchshot.protocols.linear_probe import linear_probe_protocol
 from sketchshot.protocols.omniglot_runs import read_runs, runs_protocol
 from sketchshot.protocols.report import ProtocolReport
@@ -65,7 +67,10 @@ def run_protocol(
     episodes_out: Path | None = None,
     save_grid: Path | None = None,
     save_confusion: Path | None = None,
+    model_classes: tuple[str, ...] = (),
 ) -> Evaluated:
+    """Evaluate ``method`` as ``cfg.evaluate`` says; ``model_classes`` are the classes a
+    supervised model's head was trained on (for the classifier protocol)."""
     e = cfg.evaluate
     check_settings(e, episodes_out, save_grid, save_confusion)
     size = preprocessing.image_size
@@ -75,6 +80,8 @@ def run_protocol(
         n_images = sum(r.training.shape[0] + r.test.shape[0] for r in runs)
         n_classes = int(runs[0].training.shape[0])
         return Evaluated(report, str(e.runs), None, n_classes, n_images)
+    if e.protocol == "knn" and splits_images(cfg.data):
+        return _knn_references(method, preprocessing, cfg, device, save_confusion)
     dataset = require_labels(load_dataset(cfg.data, size, e.split), "evaluate")
     embeddings = embed(method, dataset.images, device, views=e.tta, seed=cfg.seed)
     if e.protocol == "episodes":
@@ -83,6 +90,10 @@ def run_protocol(
             method, embeddings, dataset, e.n_way, e.n_shot, e.n_query, e.episodes, cfg.seed,
             episodes_in, episodes_out, save_grid,
         )  # fmt: skip
+    elif e.protocol == "classifier":
+        report = classify_protocol(
+            method, embeddings, dataset.labels, dataset.class_names, model_classes
+        )
     elif e.protocol == "knn":
         report = knn_protocol(
             embeddings, dataset.labels, dataset.class_names, e.draws, e.labelled_fraction,
@@ -93,9 +104,42 @@ def run_protocol(
             embeddings, dataset.labels, dataset.class_names, e.draws, e.labelled_fraction,
             e.probe_weight_decay, cfg.seed,
         )  # fmt: skip
-    if save_confusion is not None and report.confusion is not None:
-        headline = report.figures[0]
-        repeats = "episodes" if e.protocol == "episodes" else "draws"
-        title = (headline.name, f"{headline.accuracy_text(repeats)}; counts over all {repeats}")
-        save_png(confusion_picture(report.confusion, report.class_names, title), save_confusion)
+    repeats = {"episodes": "episodes", "classifier": "images"}.get(e.protocol, "draws")
+    _save_confusion(report, repeats, save_confusion)
     return Evaluated(report, dataset.origin, e.split, len(dataset.class_names), len(dataset))
+
+
+def _save_confusion(report: ProtocolReport, repeats: str, path: Path | None) -> None:
+    if path is not None and report.confusion is not None:
+        headline = report.figures[0]
+        title = (headline.name, f"{headline.accuracy_text(repeats)}; counts over all {repeats}")
+        save_png(confusion_picture(report.confusion, report.class_names, title), path)
+
+
+def _knn_references(
+    method: Method,
+    preprocessing: Preprocessing,
+    cfg: Config,
+    device: torch.device,
+    save_confusion: Path | None,
+) -> Evaluated:
+    """kNN on data split by images: train-split references, evaluated-split queries."""
+    e = cfg.evaluate
+    if e.split in ("train", "all"):
+        raise ConfigError(
+            "kNN on data split by images uses train as references: evaluate val or test (--split)"
+        )
+    splits = load_splits(cfg.data, preprocessing.image_size)
+    train, queries = splits["train"], splits[e.split]
+    if train is None or queries is None:
+        raise ConfigError(f"the {e.split} split of {cfg.data.source} has no images")
+    if train.class_names != queries.class_names:
+        raise ConfigError("the train and evaluated splits hold different classes")
+    refs = embed(method, train.images, device)  # references: the images as they are
+    emb = embed(method, queries.images, device, views=e.tta, seed=cfg.seed)
+    report = knn_reference_protocol(
+        refs, train.labels, emb, queries.labels, train.class_names, e.draws, cfg.seed
+    )
+    _save_confusion(report, "queries", save_confusion)
+    n_classes = len(train.class_names)
+    return Evaluated(report, queries.origin, e.split, n_classes, len(queries) + len(train))

@@ -4,23 +4,24 @@ every drawing rendered once, at load, by the one renderer."""
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image
 
+from sketchshot.config import DataConfig
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.folder import IMAGE_SUFFIXES
-from sketchshot.data.vector.bad_records import BadRecords, OnError
+from sketchshot.data.vector.bad_records import BadRecords
 from sketchshot.data.vector.drawing import Sketch
 from sketchshot.data.vector.files import suffixes_in
 from sketchshot.data.vector.omniglot import read_omniglot_strokes
 from sketchshot.data.vector.quickdraw import read_bitmaps, read_ndjson, read_stroke3
-from sketchshot.data.vector.render import LINE_WIDTH, render
+from sketchshot.data.vector.render import render
 from sketchshot.data.vector.svg import read_svg_folder
-from sketchshot.errors import DataError
+from sketchshot.errors import ConfigError, DataError
 
 SourceKind = Literal["images", "omniglot_strokes", "quickdraw", "svg"]
 QUICKDRAW_SUFFIXES = (".ndjson", ".npy", ".npz")
@@ -55,7 +56,12 @@ def source_kind(source: str | Path) -> SourceKind:
 
 
 def _quickdraw(
-    source: Path, bad: BadRecords, max_per_class: int | None, trust_pickle: bool
+    source: Path,
+    bad: BadRecords,
+    max_per_class: int | None,
+    trust_pickle: bool,
+    recognized: bool | None,
+    countries: Collection[str],
 ) -> Iterator[Sketch]:
     files = [source] if source.is_file() else sorted(
         p for p in source.rglob("*")
@@ -65,7 +71,7 @@ def _quickdraw(
     for path in files:
         suffix = path.suffix.lower()
         if suffix == ".ndjson":
-            sketches = read_ndjson(path, bad, max_per_class)
+            sketches = read_ndjson(path, bad, max_per_class, recognized, countries)
         elif suffix == ".npy":
             sketches = read_bitmaps(path, bad, max_per_class)
         else:
@@ -82,15 +88,20 @@ def read_vector_source(
     bad: BadRecords,
     max_per_class: int | None = None,
     trust_pickle: bool = False,
+    recognized: bool | None = None,
+    countries: Collection[str] = (),
 ) -> Iterator[Sketch]:
-    """The sketches of a vector source of ``kind``, lazily."""
+    """The sketches of a vector source of ``kind``, lazily; ``recognized`` and ``countries``
+    filter QuickDraw's ``.ndjson`` records (``read_ndjson``) and are refused elsewhere."""
     source = Path(source)
+    if (recognized is not None or countries) and kind != "quickdraw":
+        raise ConfigError("--recognized and --countries filter QuickDraw .ndjson files only")
     if kind == "omniglot_strokes":
         return read_omniglot_strokes(source, bad, max_per_class)
     if kind == "svg":
         return read_svg_folder(source, bad, max_per_class)
     if kind == "quickdraw":
-        return _quickdraw(source, bad, max_per_class, trust_pickle)
+        return _quickdraw(source, bad, max_per_class, trust_pickle, recognized, countries)
     raise ValueError(f"{kind} is not a vector source")
 
 
@@ -105,26 +116,30 @@ def _raster(sketch: Sketch, size: int, line_width: float) -> np.ndarray:
 
 
 def load_vector_source(
-    source: str | Path,
-    kind: SourceKind,
-    image_size: int,
-    line_width: float = LINE_WIDTH,
-    max_per_class: int | None = None,
-    on_error: OnError = "fail",
-    trust_pickle: bool = False,
+    source: str | Path, kind: SourceKind, image_size: int, cfg: DataConfig | None = None
 ) -> SketchDataset:
-    """Every drawing of a vector source rendered once at ``image_size`` (``line_width`` a
-    fraction of it) into a ``SketchDataset``, uint8 [N, 1, S, S]. Bad records raise a
-    ``BadRecord`` or, with ``on_error="skip"``, are left out with one ``DataWarning`` saying
-    how many and why."""
-    bad = BadRecords(on_error)
-    images, classes, sources = [], [], []
-    for sketch in read_vector_source(source, kind, bad, max_per_class, trust_pickle):
-        images.append(_raster(sketch, image_size, line_width))
+    """Every drawing of a vector source rendered once at ``image_size`` into a
+    ``SketchDataset``, uint8 [N, 1, S, S], keeping the drawings for views on the strokes.
+    ``cfg`` gives the line width (a fraction of the side), ``max_per_class``, the QuickDraw
+    filters, and what a bad record does: raise a ``BadRecord`` or, with ``on_error="skip"``,
+    be left out with one ``DataWarning`` saying how many and why."""
+    cfg = cfg or DataConfig(source=str(source))
+    bad = BadRecords(cfg.on_error)
+    recognized = {"any": None, "yes": True, "no": False}[cfg.recognized]
+    sketches = read_vector_source(
+        source, kind, bad, cfg.max_per_class, cfg.trust_npz, recognized, cfg.countries
+    )
+    images, classes, sources, drawings = [], [], [], []
+    for sketch in sketches:
+        images.append(_raster(sketch, image_size, cfg.line_width))
         classes.append(sketch.class_name)
         sources.append(sketch.source)
+        drawings.append(sketch.drawing)
     bad.warn(source)
     if not images:
         skipped = f" ({bad.count} bad records skipped)" if bad.count else ""
         raise DataError(f"no drawings found in {source}{skipped}")
-    return SketchDataset.of(images, classes, sources, str(source))
+    strokes = not any(isinstance(d, np.ndarray) for d in drawings)  # .npy files are bitmaps
+    return SketchDataset.of(
+        images, classes, sources, str(source), drawings if strokes else None, cfg.line_width
+    )

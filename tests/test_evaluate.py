@@ -45,7 +45,8 @@ from sketchshot.pictures import (
 )
 from sketchshot.protocols.knn import knn_predict, knn_protocol
 from sketchshot.protocols.linear_probe import linear_probe_protocol
-from sketchshot.protocols.report import confusion_matrix, hardest_classes, per_class_accuracy
+from sketchshot.protocols.metrics import confusion_matrix
+from sketchshot.protocols.report import hardest_classes, per_class_accuracy
 
 
 def invoke(*args: object):

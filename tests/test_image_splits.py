@@ -162,3 +162,56 @@ def test_classifier_protocol_scores_the_head_on_the_model_classes():
         classify_protocol(Head(), features, torch.tensor([0, 0, 0, 0]), ("z",), ("a", "b", "c"))
     with pytest.raises(ConfigError, match="classification head"):
         classify_protocol(nn.Identity(), features, torch.tensor([0, 0, 0, 0]), ("a",), ("a",))
+
+
+def test_presplit_without_test_folder_evaluates_val_and_all_merges_classes(tmp_path):
+    from sketchshot.card import ModelCard
+    from sketchshot.config import Config
+    from sketchshot.engine import evaluation_split
+
+    root = write_presplit(tmp_path / "pre", {"train": {"a": 6, "b": 6}, "valid": {"a": 2, "b": 2}})
+    assert presplit(root) == {"train", "val"}
+    everything = load_dataset(DataConfig(source=str(root)), 28, "all")
+    assert everything.class_names == ("a", "b") and everything.counts().tolist() == [8, 8]
+    cfg = Config.model_validate({"data": {"source": str(root)}})
+    card = ModelCard.model_construct(data=None, config={"data": {"source": str(root)}})
+    assert evaluation_split(cfg, card).split == "val"
+
+
+def test_a_class_excluded_is_not_refused_for_being_small(tmp_path):
+    root = tmp_path / "data"
+    for c, (name, count) in enumerate({"cup": 5, "hat": 5, "tiny": 2}.items()):
+        for i in range(count):
+            write_png(root / name / f"{i}.png", sketch_array(c, i))
+    cfg = DataConfig(
+        source=str(root), split_by="images", split_fractions=(0.6, 0.2, 0.2),
+        exclude_classes=("tiny",),
+    )  # fmt: skip
+    splits = load_splits(cfg, 28)
+    assert splits["train"].class_names == ("cup", "hat")
+
+
+def test_empty_classes_of_a_split_take_no_part_in_episodes(tmp_path):
+    root = write_presplit(
+        tmp_path / "pre",
+        {"train": {"a": 4, "b": 4, "c": 4}, "valid": {"a": 3, "b": 3}, "test": {"c": 3}},
+    )
+    val = load_splits(DataConfig(source=str(root)), 28)["val"]
+    assert val.counts().tolist() == [3, 3, 0]
+    assert val.nonempty().class_names == ("a", "b")
+
+
+def test_knn_references_leave_out_5_shot_when_a_class_has_fewer_train_images():
+    refs, labels = torch.eye(2).repeat(3, 1), torch.tensor([0, 1, 0, 1, 0, 1])
+    report = knn_reference_protocol(
+        refs, labels, torch.eye(2), torch.tensor([0, 1]), ("a", "b"), draws=2, seed=0
+    )
+    assert len(report.figures) == 2 and "1-shot" in report.figures[1].name
+    assert report.details["notes"] == ["kNN 5-shot left out: a class has 3 train image(s)"]
+
+
+def test_quickdraw_filters_are_refused_for_image_folders(tmp_path):
+    root = tmp_path / "data"
+    write_png(root / "cup" / "0.png", sketch_array(0, 0))
+    with pytest.raises(ConfigError, match="QuickDraw"):
+        load_dataset(DataConfig(source=str(root), recognized="yes"), 28)

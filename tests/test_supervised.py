@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 from typer.testing import CliRunner
 
-from helpers import plain, write_png
+from helpers import plain, torchrun, write_png
 from sketchshot import engine
 from sketchshot.cli import app
 from sketchshot.config import (
@@ -409,3 +409,22 @@ def test_an_episode_option_for_supervised_is_a_one_line_usage_error(tmp_path, mo
     text = plain(result.stderr).strip()
     assert text.startswith("error: --ways does not apply to finetune method 'supervised'")
     assert "\n" not in text
+
+
+def test_torchrun_two_cpu_processes_train_a_supervised_classifier(tmp_path: Path) -> None:
+    (tmp_path / "tiny.toml").write_text("[data.builtin]\nn_classes = 8\nn_drawers = 10\n")
+    args = ["finetune", "--method", "supervised", "--split-by", "images", "--split-fractions",
+            "0.8", "0.2", "0", "--batch-size", "8", "--accumulate", "2", "--ema-decay", "0.9",
+            "--epochs", "2", "--out", "ddp", "--device", "cpu", "--json", "--quiet",
+            "--config", "tiny.toml"]  # fmt: skip
+    done = torchrun(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len([x for x in done.stdout.splitlines() if x.startswith("{")]) == 1  # rank 0
+    records = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r.get("event") == "epoch_end"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(0 <= e["val_acc"] <= 1 and 0 <= e["val_macro_f1"] <= 1 for e in epochs)
+    model, card = engine.load_model(tmp_path / "ddp")
+    # 64 train images, 2 ranks of 32, batches of 8, 2 per optimiser step: 2 steps an epoch
+    assert card.metrics["steps"] == 2 * 2
+    assert card.metrics["weights"] == "ema"

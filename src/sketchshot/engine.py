@@ -507,7 +507,8 @@ def evaluation_split(cfg: Config, card: ModelCard) -> EvaluateConfig:
     if e.split != "auto":
         return e
     if splits_images(data):  # the same classes in every split: the held-out images
-        held = presplit(data.source) or data.split_fractions[2] > 0
+        folders = presplit(data.source) if data.source != "builtin" else frozenset()
+        held = "test" in folders if folders else data.split_fractions[2] > 0
         return e.model_copy(update={"split": "test" if held else "val"})
     explicit = data.train_classes or data.val_classes or data.test_classes
     if data.test_classes or (not explicit and data.split_fractions[2] > 0) or e.protocol == "runs":

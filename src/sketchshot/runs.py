@@ -129,6 +129,7 @@ def episode_validator(
     """``val_ways``-way (or fewer) ``n_shot`` episodes on held-out classes, scored by the
     method's own ``score`` on embeddings computed once per validation. For self-supervised
     methods that is the 1-shot nearest-prototype (kNN) monitor on backbone features."""
+    val = val.nonempty() if val is not None else None
     if val is None or section.val_episodes == 0 or len(val.class_names) < 2:
         return None
     n_way = min(section.val_ways, len(val.class_names))

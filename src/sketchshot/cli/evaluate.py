@@ -25,7 +25,7 @@ from sketchshot.cli.options import (
     Verbose,
     option,
 )
-from sketchshot.cli.render import emit, stderr_console
+from sketchshot.cli.render import emit, note, stderr_console
 from sketchshot.config import Config, EvaluateConfig
 from sketchshot.errors import UsageError
 
@@ -156,6 +156,8 @@ def print_evaluation(c: Console, r: Any) -> None:
         ci = "" if math.isnan(f.ci95) else f"± {100 * f.ci95:.2f}%"
         table.add_row(escape(f.name), f"{100 * f.accuracy:.2f}%", ci, str(f.repeats))
     c.print(table, soft_wrap=False)
+    for line in r.details.get("notes", []):
+        note(stderr_console(), line)
     if "macro_f1" in r.details:
         c.print(f"macro-F1 {100 * r.details['macro_f1']:.2f}% over the evaluated classes")
         worst = sorted(r.details["per_class"].items(), key=lambda kv: kv[1]["f1"])[:HARDEST]

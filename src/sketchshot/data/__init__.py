@@ -13,7 +13,7 @@ from sketchshot.data.folder import load_image_folder, require_labels
 from sketchshot.data.glyphs import make_glyphs
 from sketchshot.data.splits import split_classes, split_images, splits_images, take_split
 from sketchshot.data.vector.source import load_vector_source, source_kind
-from sketchshot.errors import DataError
+from sketchshot.errors import ConfigError, DataError
 
 __all__ = ["SketchDataset", "load_dataset", "load_source", "load_splits", "load_support"]
 
@@ -76,6 +76,8 @@ def load_source(source: str, image_size: int, cfg: DataConfig) -> SketchDataset:
     ``cfg.max_per_class`` drawings of each class, QuickDraw's filters applied, bad records as
     ``cfg.on_error`` says."""
     kind = source_kind(source)
+    if kind == "images" and (cfg.recognized != "any" or cfg.countries):
+        raise ConfigError("--recognized and --countries filter QuickDraw .ndjson files only")
     if kind == "images":
         return load_image_folder(source, image_size, cfg.invert)
     return load_vector_source(source, kind, image_size, cfg)

@@ -103,6 +103,14 @@ class SketchDataset:
         keep = (new_labels >= 0).nonzero().flatten()
         return dataclasses.replace(self.subset(keep, new_labels[keep]), class_names=tuple(names))
 
+    def nonempty(self) -> SketchDataset:
+        """The dataset without its classes that have no images (an image-level split keeps
+        every class name in every split; episodes and probes need images of each)."""
+        counts = self.counts().tolist()
+        if all(counts):
+            return self
+        return self.select([n for n, c in zip(self.class_names, counts, strict=True) if c])
+
     def first_per_class(self, k: int) -> SketchDataset:
         """At most the first ``k`` images of each class, in their order."""
         per_class = [self.labels.eq(c).nonzero()[:k, 0] for c in range(len(self.class_names))]

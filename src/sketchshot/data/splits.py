@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from sketchshot.config import SPLITS, DataConfig, Split
-from sketchshot.data.dataset import SketchDataset, match_classes
+from sketchshot.data.dataset import SketchDataset, filter_classes, match_classes
 from sketchshot.data.folder import require_labels
 from sketchshot.errors import ConfigError, DataError
 
@@ -52,7 +52,7 @@ def split_classes(class_names: tuple[str, ...], cfg: DataConfig) -> dict[str, li
 
 def take_split(dataset: SketchDataset, cfg: DataConfig, split: Split) -> SketchDataset:
     if split == "all":
-        return dataset
+        return merged(dataset) if cfg.source != "builtin" and presplit(cfg.source) else dataset
     if splits_images(cfg):
         part = split_images(dataset, cfg)[split]
         if part is None:
@@ -66,9 +66,10 @@ def take_split(dataset: SketchDataset, cfg: DataConfig, split: Split) -> SketchD
     return dataset.select(names)
 
 
-def presplit(source: str | Path) -> bool:
-    """Whether the folder or zip ``source`` is laid out as ``train/``, ``valid/`` (or
-    ``val/``) and ``test/`` folders of class folders, with a ``train`` among them."""
+def presplit(source: str | Path) -> frozenset[str]:
+    """The splits (of ``SPLITS``) whose folders the folder or zip ``source`` holds when it is
+    laid out as ``train/``, ``valid/`` (or ``val/``) and ``test/`` folders of class folders,
+    with a ``train`` among them; empty (false) when it is not."""
     source = Path(source)
     try:
         if source.is_dir():
@@ -83,15 +84,18 @@ def presplit(source: str | Path) -> bool:
                 inner = {n.split("/", 2)[1].lower() for n in names if n.count("/") >= 2}
                 tops = inner if inner <= set(SPLIT_FOLDERS) else tops
         else:
-            return False
+            return frozenset()
     except OSError:
-        return False
-    return bool(tops) and tops <= set(SPLIT_FOLDERS) and "train" in {SPLIT_FOLDERS[t] for t in tops}
+        return frozenset()
+    if not tops or not tops <= set(SPLIT_FOLDERS):
+        return frozenset()
+    found = frozenset(SPLIT_FOLDERS[t] for t in tops)
+    return found if "train" in found else frozenset()
 
 
 def splits_images(cfg: DataConfig) -> bool:
     """Whether ``cfg``'s splits share classes: ``split_by="images"`` or a presplit source."""
-    return cfg.split_by == "images" or (cfg.source != "builtin" and presplit(cfg.source))
+    return cfg.split_by == "images" or (cfg.source != "builtin" and bool(presplit(cfg.source)))
 
 
 def split_images(dataset: SketchDataset, cfg: DataConfig) -> dict[str, SketchDataset | None]:
@@ -111,10 +115,11 @@ def split_images(dataset: SketchDataset, cfg: DataConfig) -> dict[str, SketchDat
     wanted = [s for s, f in zip(SPLITS, cfg.split_fractions, strict=True) if f > 0]
     assign = np.zeros(len(dataset), dtype=np.int64)  # index into SPLITS
     counts = dataset.counts().tolist()
+    kept = set(filter_classes(dataset, cfg.classes, cfg.exclude_classes).class_names)
     for c, name in enumerate(dataset.class_names):
         members = rng.permutation(np.flatnonzero(dataset.labels.numpy() == c))
         if len(members) < len(wanted):
-            if cfg.small_classes == "fail":
+            if cfg.small_classes == "fail" and name in kept:
                 raise DataError(
                     f"class {name!r} has {counts[c]} image{'s' * (counts[c] != 1)}, too few for "
                     f"the {len(wanted)} splits ({', '.join(wanted)}); --small-classes train "
@@ -136,8 +141,19 @@ def _part(dataset: SketchDataset, index: np.ndarray) -> SketchDataset | None:
     return dataset.subset(torch.from_numpy(index)) if len(index) else None
 
 
+def merged(dataset: SketchDataset) -> SketchDataset:
+    """A presplit source's images as one dataset: ``train/cup`` and ``test/cup`` are ``cup``."""
+    return _merge(dataset)[0]
+
+
 def _from_folders(dataset: SketchDataset) -> dict[str, SketchDataset | None]:
     """A presplit source's splits: ``train/cup`` is class ``cup`` of the train split."""
+    merged_set, tag = _merge(dataset)
+    return {s: _part(merged_set, np.flatnonzero(tag == i)) for i, s in enumerate(SPLITS)}
+
+
+def _merge(dataset: SketchDataset) -> tuple[SketchDataset, np.ndarray]:
+    """The merged dataset and each image's split (an index into ``SPLITS``)."""
     split_of, names = [], []
     for name in dataset.class_names:
         top, _, rest = name.partition("/")
@@ -147,9 +163,9 @@ def _from_folders(dataset: SketchDataset) -> dict[str, SketchDataset | None]:
         names.append(rest)
     classes = tuple(sorted(set(names)))
     lookup = torch.tensor([classes.index(n) for n in names], dtype=torch.long)
-    merged = SketchDataset(
+    out = SketchDataset(
         dataset.images, lookup[dataset.labels], classes, dataset.sources, dataset.origin,
         dataset.drawings, dataset.line_width,
     )  # fmt: skip
     tag = np.array([SPLITS.index(split_of[i]) for i in dataset.labels.tolist()])
-    return {s: _part(merged, np.flatnonzero(tag == i)) for i, s in enumerate(SPLITS)}
+    return out, tag

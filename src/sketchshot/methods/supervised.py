@@ -18,6 +18,7 @@ from sketchshot.config import SupervisedSettings
 from sketchshot.encoders import Encoder
 from sketchshot.methods.base import METHODS, Method, StepOutput
 from sketchshot.methods.ssl.byol import ema_update
+from sketchshot.protocols.metrics import macro_f1
 
 EMA_WARMUP = 10  # the average's decay at update t is min(ema_decay, t / (t + EMA_WARMUP))
 
@@ -110,16 +111,12 @@ def cutmix(
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Accuracy, macro-F1 (the mean F1 over the classes among the labels or predictions, as
-    scikit-learn's) and cross-entropy of logits [N, C] against labels [N]."""
-    n = logits.shape[1]
-    confusion = torch.bincount(labels * n + logits.argmax(1), minlength=n * n).view(n, n)
-    hits = confusion.diag().float()
-    counted = (confusion.sum(0) + confusion.sum(1)).float()  # predicted + true, per class
-    f1 = 2 * hits[counted > 0] / counted[counted > 0]
+    """Accuracy, macro-F1 (``macro_f1``: as ``evaluate --protocol classifier`` reports it) and
+    cross-entropy of logits [N, C] against labels [N]."""
+    predicted = logits.argmax(1)
     return {
-        "acc": float(hits.sum() / labels.numel()),
-        "macro_f1": float(f1.mean()),
+        "acc": float((predicted == labels).float().mean()),
+        "macro_f1": macro_f1(labels.cpu().numpy(), predicted.cpu().numpy(), logits.shape[1]),
         "loss": float(F.cross_entropy(logits.float(), labels)),
     }
 

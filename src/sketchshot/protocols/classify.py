@@ -4,27 +4,14 @@ macro-F1, per-class precision and recall, and the confusion matrix."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from sketchshot.errors import ConfigError
 from sketchshot.methods import Method
-from sketchshot.protocols.report import Figure, ProtocolReport, confusion_matrix
+from sketchshot.protocols.metrics import confusion_matrix, macro_f1, precision_recall_f1
+from sketchshot.protocols.report import Figure, ProtocolReport
 
 TOP_K = 5
-
-
-def precision_recall_f1(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class precision, recall and F1 [C] from a confusion [C, C] (rows: truth); a class
-    never predicted has precision 0, one never true has recall 0 (as scikit-learn's
-    ``zero_division=0``)."""
-    hits = np.diag(confusion).astype(float)
-    predicted, true = confusion.sum(axis=0), confusion.sum(axis=1)
-    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
-    recall = np.divide(hits, true, out=np.zeros_like(hits), where=true > 0)
-    total = precision + recall
-    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
-    return precision, recall, f1
 
 
 @torch.no_grad()
@@ -61,8 +48,7 @@ def classify_protocol(
     n = len(model_classes)
     confusion = confusion_matrix(truth, top[:, 0], n)
     precision, recall, f1 = precision_recall_f1(confusion)
-    present = np.bincount(truth, minlength=n) > 0
-    macro_f1 = float(f1[present].mean())
+    present = confusion.sum(axis=1) > 0
     figures = [
         Figure.of(n, "classifier top-1", correct),
         Figure.of(n, f"classifier top-{k}", in_top),
@@ -72,5 +58,6 @@ def classify_protocol(
                "f1": float(f1[i]), "support": int(confusion[i].sum())}
         for i, name in enumerate(model_classes) if present[i]
     }  # fmt: skip
-    details = {"macro_f1": macro_f1, "per_class": per_class, "images": len(truth)}
+    details = {"macro_f1": macro_f1(truth, top[:, 0], n), "per_class": per_class,
+               "images": len(truth)}  # fmt: skip
     return ProtocolReport(figures, model_classes, confusion, details)

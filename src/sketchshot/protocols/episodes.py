@@ -15,7 +15,8 @@ from sketchshot.data.episodes import EpisodeIndex
 from sketchshot.evaluation import draw_episodes, episode_accuracies, predict_episodes
 from sketchshot.methods import Method
 from sketchshot.pictures import episode_grid, save_png
-from sketchshot.protocols.report import Figure, ProtocolReport, confusion_matrix, percent
+from sketchshot.protocols.metrics import confusion_matrix
+from sketchshot.protocols.report import Figure, ProtocolReport, percent
 
 
 def episodes_protocol(

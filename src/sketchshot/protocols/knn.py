@@ -30,7 +30,8 @@ from sketchshot.protocols.labelled import (
     labelled_split,
     score_draws,
 )
-from sketchshot.protocols.report import Figure, ProtocolReport, confusion_matrix
+from sketchshot.protocols.metrics import confusion_matrix
+from sketchshot.protocols.report import Figure, ProtocolReport
 
 SHOT_SETTINGS = ((1, 1), (5, 3))  # (labelled images per class, k)
 FULL_K = 5
@@ -105,16 +106,20 @@ def knn_reference_protocol(
     the same ``class_names``: the full reference set (k=5; its CI over the queries, the
     headline and the confusion), then 1-shot k=1 and 5-shot k=3 over ``draws`` seeded draws
     of the references (CI over the draws). Every query is told among every class."""
-    need = max(s for s, _ in SHOT_SETTINGS)
-    check_class_sizes(reference_labels, class_names, need, "kNN 5-shot (train references)")
+    check_class_sizes(reference_labels, class_names, 1, "kNN (train references)")
     n_classes, device = len(class_names), references.device
+    fewest = int(torch.bincount(reference_labels, minlength=n_classes).min())
     truth = query_labels.cpu().numpy()
     ref_labels = reference_labels.to(device)
     predicted = knn_predict(references, ref_labels, queries, FULL_K, n_classes).cpu().numpy()
     correct = (predicted == truth).astype(float)
     n_refs = len(reference_labels)
     figures = [Figure.of(n_classes, f"kNN all {n_refs} train images, k={FULL_K}", correct)]
+    notes = []
     for n_shot, k in SHOT_SETTINGS:
+        if n_shot > fewest:
+            notes.append(f"kNN {n_shot}-shot left out: a class has {fewest} train image(s)")
+            continue
         accuracies = np.empty(draws)
         for d in range(draws):
             chosen, _ = labelled_split(reference_labels, draw_rng(seed, d, n_shot), n_shot)
@@ -123,4 +128,4 @@ def knn_reference_protocol(
             accuracies[d] = float((guess.cpu().numpy() == truth).mean())
         figures.append(Figure.of(n_classes, f"kNN {n_shot}-shot train images, k={k}", accuracies))
     confusion = confusion_matrix(truth, predicted, n_classes)
-    return ProtocolReport(figures, class_names, confusion, {"references": n_refs})
+    return ProtocolReport(figures, class_names, confusion, {"references": n_refs, "notes": notes})

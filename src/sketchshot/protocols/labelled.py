@@ -11,7 +11,7 @@ import torch
 
 from sketchshot.data.episodes import refuse_small_classes
 from sketchshot.errors import DataError
-from sketchshot.protocols.report import confusion_matrix
+from sketchshot.protocols.metrics import confusion_matrix
 
 # Classes [Q] of the queries from dataset indices (labelled [L], queries [Q]) on the device
 ReadOut = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -63,14 +63,6 @@ class ProtocolReport:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """Counts [C, C] of (true class, predicted class) pairs; ``truth`` and ``predicted`` are
-    class indices of any (equal) shape."""
-    pairs = np.asarray(truth, dtype=np.int64).ravel() * n_classes
-    pairs += np.asarray(predicted, dtype=np.int64).ravel()
-    return np.bincount(pairs, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
 def per_class_accuracy(
     confusion: np.ndarray, class_names: tuple[str, ...]
 ) -> dict[str, dict[str, Any]]:

@@ -83,6 +83,8 @@ def run_protocol(
     if e.protocol == "knn" and splits_images(cfg.data):
         return _knn_references(method, preprocessing, cfg, device, save_confusion)
     dataset = require_labels(load_dataset(cfg.data, size, e.split), "evaluate")
+    if e.protocol != "classifier":  # classes without images in this split take no part
+        dataset = dataset.nonempty()
     embeddings = embed(method, dataset.images, device, views=e.tta, seed=cfg.seed)
     if e.protocol == "episodes":
         episodes_in = Path(e.episodes_in) if e.episodes_in is not None else None

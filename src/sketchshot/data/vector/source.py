@@ -70,6 +70,10 @@ def _quickdraw(
     taken: dict[str, int] = {}  # across files: two files may name one class
     for path in files:
         suffix = path.suffix.lower()
+        if suffix != ".ndjson" and (recognized is not None or countries):
+            raise ConfigError(
+                f"--recognized and --countries filter .ndjson files; {path} has no such fields"
+            )
         if suffix == ".ndjson":
             sketches = read_ndjson(path, bad, max_per_class, recognized, countries)
         elif suffix == ".npy":

@@ -41,9 +41,7 @@ SSL_STROKE_VIEWS = {**FEWSHOT_STROKE_VIEWS, "stroke_drop": 0.1, "partial_p": 0.1
 def run(command: str, name: str, source: Path, settings: dict, test, args) -> dict:
     data = DataConfig(source=str(source), split_fractions=(1.0, 0.0, 0.0))
     method = "protonet" if command == "finetune" else "simclr"
-    cfg = Config.model_validate(
-        {"data": data.model_dump(), command: section(method, settings)}
-    )
+    cfg = Config.model_validate({"data": data.model_dump(), command: section(method, settings)})
     with tempfile.TemporaryDirectory() as tmp:
         train = engine.finetune if command == "finetune" else engine.pretrain
         done = train(cfg, (args.keep or Path(tmp)) / f"{method}-{name}", quiet=True)
@@ -56,7 +54,9 @@ def run(command: str, name: str, source: Path, settings: dict, test, args) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10, help="ProtoNet epochs of 100 episodes (0: skip)")
+    parser.add_argument(
+        "--epochs", type=int, default=10, help="ProtoNet epochs of 100 episodes (0: skip)"
+    )
     parser.add_argument("--ssl-epochs", type=int, default=60, help="SimCLR epochs (0: skip)")
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--keep", type=Path, help="keep each run folder as KEEP/<name>")

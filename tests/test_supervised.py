@@ -402,6 +402,23 @@ def test_evaluate_enroll_predict_and_info_work_on_a_supervised_model(run, tmp_pa
     assert "exponential moving average" in plain(info.stdout)
 
 
+def test_evaluate_scores_the_supervised_head_as_a_classifier(run, tmp_path):
+    picture = tmp_path / "confusion.png"
+    done = invoke("evaluate", "--model", run, "--protocol", "classifier", "--split", "val",
+                  "--tta", 2, "--save-confusion", picture, "--json", "--device", "cpu",
+                  "--quiet")  # fmt: skip
+    result = json.loads(done.stdout)
+    top1, top_k = result["figures"]
+    assert top1["name"].startswith("5-way classifier top-1") and "top-5" in top_k["name"]
+    assert 0.5 < top1["accuracy"] <= top_k["accuracy"] == 1.0  # top-5 of 5 classes
+    assert result["tta"] == 2 and 0.4 < result["details"]["macro_f1"] <= 1
+    assert set(result["details"]["per_class"]) == set(result["per_class"])
+    assert picture.stat().st_size > 1000
+    table = plain(invoke("evaluate", "--model", run, "--protocol", "classifier", "--split",
+                         "val", "--device", "cpu").stdout)  # fmt: skip
+    assert "macro-F1" in table and "lowest F1" in table
+
+
 def test_an_episode_option_for_supervised_is_a_one_line_usage_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["finetune", "--method", "supervised", "--ways", "5"])

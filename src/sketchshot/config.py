@@ -621,6 +621,31 @@ class EnrollConfig(Frozen):
     device: Device = Field("auto", description="where to compute: auto, cpu, cuda or mps")
 
 
+class EmbedConfig(Frozen):
+    """One ``embed`` call: every image of a source through a model's encoder, to a file."""
+
+    data: str = Field(..., description="a folder, .zip or vector source; labelled or not")
+    out: Path = Field(
+        Path("embeddings.safetensors"),
+        description="FILE.safetensors (embeddings, labels; paths and classes in its metadata), "
+        "FILE.npy (embeddings; paths and classes in FILE.json) or FILE.csv (path, class, one "
+        "column per feature)",
+    )
+    model: Path | None = Field(None, description="run folder; None: the newest run")
+    batch_size: int = Field(256, ge=1, description="images encoded at a time")
+    device: Device = Field("auto", description="where to compute: auto, cpu, cuda or mps")
+
+    @field_validator("out")
+    @classmethod
+    def _format(cls, value: Path) -> Path:
+        if value.suffix.lower() not in EMBEDDING_FORMATS:
+            raise ValueError(f"--out must end in {', '.join(EMBEDDING_FORMATS)}, not {value.name}")
+        return value
+
+
+EMBEDDING_FORMATS = (".safetensors", ".npy", ".csv")
+
+
 class PredictConfig(Frozen):
     """One ``predict`` call: which images, against which classes, and what to report."""
 

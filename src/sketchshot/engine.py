@@ -31,6 +31,7 @@ from sketchshot.checkpoint import load_model, load_tensors, read_card
 from sketchshot.config import (
     Config,
     DataConfig,
+    EmbedConfig,
     EncoderConfig,
     EnrollConfig,
     EvaluateConfig,
@@ -38,7 +39,7 @@ from sketchshot.config import (
     PredictConfig,
     ViewConfig,
 )
-from sketchshot.data import SketchDataset, load_splits, load_support
+from sketchshot.data import SketchDataset, load_source, load_splits, load_support
 from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
 from sketchshot.data.dataset import filter_classes, match_classes, with_rotations
 from sketchshot.data.episodes import Episode, EpisodeSampler
@@ -47,6 +48,7 @@ from sketchshot.data.splits import presplit, splits_images
 from sketchshot.data.vector.stroke_views import StrokeViews
 from sketchshot.data.views import SketchAugment
 from sketchshot.distributed import DistContext, resolve_device
+from sketchshot.embeddings import encode_in_batches, write_embeddings
 from sketchshot.encoders import ENCODERS, create_encoder, encoder_arguments, initialise_encoder
 from sketchshot.errors import CheckpointError, ConfigError, DataError
 from sketchshot.evaluation import embed
@@ -522,6 +524,48 @@ def evaluation_split(cfg: Config, card: ModelCard) -> EvaluateConfig:
         f"{card.file} was trained on {data.source} with no test split held out: evaluate it on "
         "other data (--data), or pass --split val (the classes that picked its best epoch) or "
         "--split all"
+    )
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    out: Path
+    model: str
+    model_sha256: str
+    images: int
+    dim: int
+    classes: int  # 0 for unlabelled data
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "out": str(self.out)}
+
+
+def embed_source(
+    cfg: EmbedConfig, quiet: bool = False, console: Console | None = None
+) -> EmbedResult:
+    """Every image of ``cfg.data`` through the model's encoder (as its preprocessing decodes
+    them), written to ``cfg.out``; a progress bar on ``console``."""
+    start = time.perf_counter()
+    model = cfg.model or latest_run()
+    device = resolve_device(cfg.device)
+    method, card = load_model(model, device)
+    pre = card.preprocessing
+    dataset = load_source(cfg.data, pre.image_size, DataConfig(source=cfg.data, invert=pre.invert))
+    with progress_bar(console or Console(stderr=True), quiet) as bar:
+        task = bar.add_task("embedding", total=len(dataset))
+        features = encode_in_batches(
+            method, dataset, device, cfg.batch_size, lambda n: bar.advance(task, n)
+        )
+    write_embeddings(cfg.out, features, dataset, card.sha256)
+    return EmbedResult(
+        out=cfg.out,
+        model=str(model),
+        model_sha256=card.sha256,
+        images=len(dataset),
+        dim=int(features.shape[1]),
+        classes=0 if is_unlabelled(dataset) else len(dataset.class_names),
+        seconds=round(time.perf_counter() - start, 2),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sketchshot.cli import (  # noqa: F401
     data,
     demo,
+    embed,
     enroll,
     evaluate,
     finetune,

@@ -36,6 +36,7 @@ from sketchshot.config import (
 COMMON_TRAIN = {
     "--method", "--encoder", "--data", "--image-size", "--classes", "--exclude-classes",
     "--train-classes", "--val-classes", "--test-classes", "--split-fractions", "--split-by",
+    "--subsample",
     "--small-classes", "--epochs", "--lr", "--augment-strength", "--stroke-jitter",
     "--stroke-drop", "--partial-p", "--line-width-jitter", "--recognized", "--countries",
     "--max-minutes", "--resume", "--config", "--out", "--seed", "--device",

@@ -215,3 +215,27 @@ def test_quickdraw_filters_are_refused_for_image_folders(tmp_path):
     write_png(root / "cup" / "0.png", sketch_array(0, 0))
     with pytest.raises(ConfigError, match="QuickDraw"):
         load_dataset(DataConfig(source=str(root), recognized="yes"), 28)
+
+
+def test_subsample_keeps_a_seeded_share_of_groups_or_classes(tmp_path):
+    from sketchshot.data.splits import subsample
+
+    few = load_dataset(DataConfig(builtin=BUILTIN, subsample=0.5, split_fractions=(1, 0, 0)), 28)
+    assert len(few.class_names) == 3 and few.counts().tolist() == [10, 10, 10]
+    again = load_dataset(DataConfig(builtin=BUILTIN, subsample=0.5, split_fractions=(1, 0, 0)), 28)
+    assert again.class_names == few.class_names
+    # grouped names: whole groups go, so no group is split between train and the rest
+    root = tmp_path / "abc"
+    for c, name in enumerate(f"{g}/c{i}" for g in "abcd" for i in range(2)):
+        write_png(root / name / "0.png", sketch_array(c, 0))
+    dataset = load_dataset(DataConfig(source=str(root), split_fractions=(1, 0, 0)), 28)
+    half = subsample(dataset, DataConfig(source=str(root), subsample=0.5))
+    groups = {n.split("/")[0] for n in half.class_names}
+    assert len(groups) == 2 and len(half.class_names) == 4
+    # a presplit source is subsampled by its classes, every split keeps them
+    pre = write_presplit(
+        tmp_path / "pre", {s: {f"k{i}": 2 for i in range(4)} for s in ("train", "valid", "test")}
+    )
+    splits = load_splits(DataConfig(source=str(pre), subsample=0.5), 28)
+    assert splits["train"].class_names == splits["test"].class_names
+    assert len(splits["train"].class_names) == 2

@@ -82,6 +82,14 @@ class DataConfig(Frozen):
         "epoch and nothing for testing",
     )
     split_seed: int = Field(0, description="seed of the split")
+    subsample: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="keep this fraction of the data for a quick experiment: of the top-level "
+        "groups (alphabets) where class names have them, else of the classes; seeded with the "
+        "split seed, drawn before the splits, so nothing leaks between them",
+    )
     split_by: Literal["classes", "images"] = Field(
         "classes",
         description="'classes': splits hold different classes (few-shot: evaluate on unseen "

@@ -247,6 +247,7 @@ DATA_FLAGS = (
     Flag("--test-classes", "data.test_classes", DATA),
     Flag("--split-fractions", "data.split_fractions", DATA),
     Flag("--split-by", "data.split_by", DATA),
+    Flag("--subsample", "data.subsample", DATA),
     Flag("--small-classes", "data.small_classes", DATA),
     Flag("--max-per-class", "data.max_per_class", DATA),
     Flag("--line-width", "data.line_width", DATA),

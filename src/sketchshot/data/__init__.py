@@ -11,7 +11,13 @@ from sketchshot.config import DataConfig, Split
 from sketchshot.data.dataset import SketchDataset, filter_classes
 from sketchshot.data.folder import load_image_folder, require_labels
 from sketchshot.data.glyphs import make_glyphs
-from sketchshot.data.splits import split_classes, split_images, splits_images, take_split
+from sketchshot.data.splits import (
+    split_classes,
+    split_images,
+    splits_images,
+    subsample,
+    take_split,
+)
 from sketchshot.data.vector.source import load_vector_source, source_kind
 from sketchshot.errors import ConfigError, DataError
 
@@ -58,8 +64,8 @@ def load_splits(cfg: DataConfig, image_size: int) -> dict[str, SketchDataset | N
 def _decoded(cfg: DataConfig, image_size: int) -> SketchDataset:
     if cfg.source == "builtin":
         b = cfg.builtin
-        return _glyphs(b.n_classes, b.n_drawers, image_size, b.seed)
-    return load_source(cfg.source, image_size, cfg)
+        return subsample(_glyphs(b.n_classes, b.n_drawers, image_size, b.seed), cfg)
+    return subsample(load_source(cfg.source, image_size, cfg), cfg)
 
 
 def load_support(source: str | Path, preprocessing: Preprocessing) -> SketchDataset:

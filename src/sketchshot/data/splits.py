@@ -50,6 +50,24 @@ def split_classes(class_names: tuple[str, ...], cfg: DataConfig) -> dict[str, li
     }
 
 
+def subsample(dataset: SketchDataset, cfg: DataConfig) -> SketchDataset:
+    """``cfg.subsample`` of ``dataset``'s groups (the first part of ``group/class`` names) or,
+    without groups, of its classes, drawn with the split seed; at least one group, or two
+    classes."""
+    if cfg.subsample >= 1:
+        return dataset
+    names = dataset.class_names
+    folders = cfg.source != "builtin" and presplit(cfg.source)  # train/cup: the class is cup
+    classes = [n.partition("/")[2] if folders else n for n in names]
+    grouped = all("/" in c for c in classes)
+    unit = [c.split("/", 1)[0] if grouped else c for c in classes]
+    units = sorted(set(unit))
+    rng = np.random.default_rng([cfg.split_seed, 0x5AB5])
+    keep = max(1 if grouped else 2, round(cfg.subsample * len(units)))
+    chosen = {units[i] for i in rng.permutation(len(units))[:keep]}
+    return dataset.select([n for n, u in zip(names, unit, strict=True) if u in chosen])
+
+
 def take_split(dataset: SketchDataset, cfg: DataConfig, split: Split) -> SketchDataset:
     if split == "all":
         return merged(dataset) if cfg.source != "builtin" and presplit(cfg.source) else dataset

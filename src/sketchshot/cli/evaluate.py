@@ -87,10 +87,12 @@ def evaluate(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Evaluate a model on held-out classes: episodes, kNN and linear probes, Omniglot's runs.
+    """Evaluate a model on held-out data: episodes, kNN and linear probes, a classifier's head,
+    Omniglot's runs.
 
     Each image is embedded once: N-way K-shot episodes (mean, 95% CI, hardest classes), kNN
-    and linear probes of the encoder, or Omniglot's one-shot runs (error rate per run).
+    and linear probes of the encoder (train images as references on data split by images), a
+    supervised model's head (top-1, top-5, macro-F1), or Omniglot's one-shot runs.
 
     Data and split default to those the model was trained with; a new --data starts from
     default data settings. --json prints every figure with the exact settings, seed and the

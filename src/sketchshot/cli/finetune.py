@@ -10,7 +10,6 @@ MODEL_FLAGS = (
     Flag("--method", "finetune.method", MODEL),
     Flag("--init", "finetune.init", MODEL),
     Flag("--encoder", "encoder.name", MODEL),
-    Flag("--drop-path", "encoder.drop_path", MODEL),
     Flag("--distance", "finetune.<method>.distance", MODEL),
     Flag("--attention", "finetune.<method>.attention", MODEL),
     Flag("--hidden-dim", "finetune.<method>.hidden_dim", MODEL),
@@ -22,7 +21,6 @@ OWN_FLAGS = (
     Flag("--queries", "finetune.n_query", TRAINING),
     Flag("--episodes", "finetune.episodes_per_epoch", TRAINING),
     Flag("--head-lr", "finetune.head_lr", TRAINING),
-    Flag("--grad-checkpointing", "encoder.grad_checkpointing", TRAINING),
     Flag("--rotation-classes", "finetune.rotation_classes", DATA),
     # supervised
     Flag("--batch-size", "finetune.<method>.batch_size", TRAINING),
@@ -38,10 +36,6 @@ OWN_FLAGS = (
     Flag("--cutmix-alpha", "finetune.<method>.cutmix_alpha", VIEWS),
     Flag("--mix-p", "finetune.<method>.mix_p", VIEWS),
     Flag("--switch-p", "finetune.<method>.switch_p", VIEWS),
-    Flag("--crop", "finetune.views.crop", VIEWS),
-    Flag("--flip", "finetune.views.flip", VIEWS),
-    Flag("--thickness-p", "finetune.views.thickness_p", VIEWS),
-    Flag("--erase-p", "finetune.views.erase_p", VIEWS),
 )
 
 

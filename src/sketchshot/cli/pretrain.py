@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from sketchshot.cli.options import MODEL, TRAINING, VIEWS, Flag
+from sketchshot.cli.options import MODEL, TRAINING, Flag
 from sketchshot.cli.training import training_command
 
 MODEL_FLAGS = (
     Flag("--method", "pretrain.method", MODEL),
     Flag("--encoder", "encoder.name", MODEL),
     Flag("--init", "encoder.init", MODEL),
-    Flag("--drop-path", "encoder.drop_path", MODEL),
     Flag("--temperature", "pretrain.<method>.temperature", MODEL),
     Flag("--ema-decay", "pretrain.<method>.ema_decay", MODEL),
     Flag("--hidden-dim", "pretrain.<method>.hidden_dim", MODEL),
@@ -17,12 +16,7 @@ MODEL_FLAGS = (
 )
 OWN_FLAGS = (
     Flag("--batch-size", "pretrain.batch_size", TRAINING),
-    Flag("--grad-checkpointing", "encoder.grad_checkpointing", TRAINING),
     Flag("--unique-class-batches", "pretrain.unique_class_batches", TRAINING),
-    Flag("--crop", "pretrain.views.crop", VIEWS),
-    Flag("--flip", "pretrain.views.flip", VIEWS),
-    Flag("--thickness-p", "pretrain.views.thickness_p", VIEWS),
-    Flag("--erase-p", "pretrain.views.erase_p", VIEWS),
 )
 
 

@@ -11,6 +11,7 @@ from rich.markup import escape
 from sketchshot.cli.app import command
 from sketchshot.cli.options import (
     DATA_FLAGS,
+    MODEL,
     OUTPUT,
     RUN,
     RUN_FLAGS,
@@ -58,7 +59,15 @@ def training_flags(section: str) -> tuple[Flag, ...]:
 
 def command_flags(model: tuple[Flag, ...], section: str, own: tuple[Flag, ...]) -> tuple[Flag, ...]:
     """A training command's options, panel by panel: model, data, training, views, run."""
+    encoder = (
+        Flag("--drop-path", "encoder.drop_path", MODEL),
+        Flag("--grad-checkpointing", "encoder.grad_checkpointing", TRAINING),
+    )
     views = (
+        Flag("--crop", f"{section}.views.crop", VIEWS),
+        Flag("--flip", f"{section}.views.flip", VIEWS),
+        Flag("--thickness-p", f"{section}.views.thickness_p", VIEWS),
+        Flag("--erase-p", f"{section}.views.erase_p", VIEWS),
         Flag("--severity", f"{section}.views.severity", VIEWS),
         Flag("--augment-strength", f"{section}.views.strength", VIEWS),
         Flag("--elastic", f"{section}.views.elastic", VIEWS),
@@ -68,7 +77,8 @@ def command_flags(model: tuple[Flag, ...], section: str, own: tuple[Flag, ...]) 
         Flag("--partial-p", f"{section}.views.partial_p", VIEWS),
         Flag("--line-width-jitter", f"{section}.views.line_width_jitter", VIEWS),
     )
-    return (*model, *DATA_FLAGS, *training_flags(section), *own, *views, *RUN_FLAGS)
+    return (*model, encoder[0], *DATA_FLAGS, *training_flags(section), *own, encoder[1], *views,
+            *RUN_FLAGS)  # fmt: skip
 
 
 Resume = Annotated[

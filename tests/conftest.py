@@ -1,4 +1,5 @@
-"""Small shared fixtures: tiny episodes and a saved model. Plain helpers are in helpers.py."""
+"""Small shared fixtures: the CLI, tiny episodes and a saved model. Plain helpers are in
+helpers.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,23 @@ import pytest
 import torch
 
 from helpers import model_spec
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., object]:
+    """``cli(*args, input=None)``: the app invoked in-process from an empty working folder, on
+    a 200-column terminal."""
+    from typer.testing import CliRunner
+
+    from sketchshot.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def invoke(*args: object, input: str | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input, env={"COLUMNS": "200"})
+
+    return invoke
 
 
 @pytest.fixture

@@ -36,6 +36,16 @@ def plain(text: str) -> str:
     return ANSI.sub("", text)
 
 
+def one_line_error(result) -> str:
+    """The one ``error: ...`` line a failed command printed on stderr (no traceback)."""
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    text = plain(result.stderr).strip()
+    assert text.startswith("error: "), text
+    assert "\n" not in text, f"expected one line, got:\n{text}"
+    return text
+
+
 def model_spec(method: str, encoder: str, image_size: int, **method_args: object) -> dict:
     """A card's ``model`` block, as the engine writes it."""
     from sketchshot.config import METHOD_SETTINGS

@@ -14,10 +14,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from typer.main import get_command
-from typer.testing import CliRunner
 
 import sketchshot
-from helpers import plain, sketch_array, write_folder, write_png
+from helpers import one_line_error, plain, sketch_array, write_folder, write_png
 from sketchshot import engine
 from sketchshot.cli import app
 from sketchshot.config import (
@@ -43,12 +42,14 @@ COMMON_TRAIN = {
     "--json", "--quiet", "--verbose", "--weight-decay", "--optimizer", "--schedule",
     "--warmup-epochs", "--checkpoint-every", "--patience", "--val-episodes", "--val-ways", "--amp",
     "--no-channels-last", "--accumulate", "--clip-grad", "--severity", "--elastic", "--cutout-p",
+    "--encoder-width",
 }  # fmt: skip
 EVALUATE = {
     "--model", "--ways", "--shots", "--queries", "--episodes", "--split", "--data", "--classes",
     "--exclude-classes", "--config", "--seed", "--device", "--json", "--protocol",
     "--episodes-in", "--episodes-out", "--draws", "--labelled-fraction", "--runs", "--tta",
-    "--save-grid", "--save-confusion", "--quiet", "--verbose",
+    "--save-grid", "--save-confusion", "--quiet", "--verbose", "--within-groups",
+    "--pairs", "--min-agreement", "--min-reviewers",
 }  # fmt: skip
 DOCUMENTED = {
     "pretrain": COMMON_TRAIN | {
@@ -61,41 +62,26 @@ DOCUMENTED = {
         "--batch-size", "--loss", "--label-smoothing", "--focal-gamma", "--focal-alpha",
         "--focal-weight", "--class-weights", "--ema-decay", "--best-metric", "--mixup-alpha",
         "--cutmix-alpha", "--mix-p", "--switch-p", "--crop", "--flip", "--thickness-p",
-        "--erase-p",
+        "--erase-p", "--within-groups-p",
+        "--pairs", "--min-agreement", "--min-reviewers", "--features", "--freeze", "--dropout",
+        "--resnet-weights", "--feature-cache",
     },
     "evaluate": EVALUATE,
     "enroll": {
         "--support", "--bank", "--out", "--model", "--classes", "--shots", "--remove",
-        "--replace", "--calibrate", "--false-reject", "--device", "--json", "--quiet", "--verbose",
+        "--replace", "--calibrate", "--false-reject", "--bundle", "--device", "--json", "--quiet",
+        "--verbose",
     },
     "predict": {
         "images", "--support", "--bank", "--model", "--top-k", "--reject-below", "--json",
-        "--csv", "--batch-size", "--device", "--quiet", "--verbose",
+        "--csv", "--batch-size", "--device", "--quiet", "--verbose", "--pairs",
     },
     "info": {"model", "--json", "--quiet", "--verbose"},
+    "export": {"run", "--format", "--out", "--force", "--json", "--quiet", "--verbose"},
     "demo": {"--out", "--seed", "--device", "--json", "--quiet", "--verbose"},
+    "sweep": {"--config", "--out", "--device", "--dry-run", "--json", "--quiet", "--verbose"},
+    "plot": {"runs", "--out", "--x", "--metrics", "--labels", "--json", "--quiet", "--verbose"},
 }  # fmt: skip
-
-
-@pytest.fixture
-def cli(monkeypatch, tmp_path):
-    """Invoke the app in-process from an empty working folder."""
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-
-    def invoke(*args: object):
-        return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
-
-    return invoke
-
-
-def one_line_error(result) -> str:
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    text = plain(result.stderr).strip()
-    assert text.startswith("error: "), text
-    assert "\n" not in text, f"expected one line, got:\n{text}"
-    return text
 
 
 # ---------------------------------------------------------------- version, help, import cost
@@ -278,7 +264,7 @@ def test_method_settings_reach_the_chosen_method(cli, monkeypatch):
         (
             ("finetune", "--hidden-dim", 64),  # the default method, protonet, has no head
             "error: --hidden-dim does not apply to finetune method 'protonet' (only to "
-            "matching, relation, siamese)",
+            "matching, relation, siamese, pairwise)",
         ),
     ],
 )

@@ -230,7 +230,7 @@ def test_method_settings_come_from_their_own_section(tmp_path):
         (
             {"finetune.<method>.hidden_dim": 8},  # protonet by default
             "--hidden-dim does not apply to finetune method 'protonet' (only to matching, "
-            "relation, siamese)",
+            "relation, siamese, pairwise)",
         ),
     ],
 )

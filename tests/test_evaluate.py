@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from helpers import plain, sketch_array, write_folder, write_png
+from helpers import one_line_error, plain, sketch_array, write_folder, write_png
 from sketchshot import engine
 from sketchshot.cli import app
 from sketchshot.config import BuiltinDataConfig, Config, DataConfig, EvaluateConfig
@@ -57,14 +57,6 @@ def ok_json(*args: object) -> dict:
     result = invoke(*args, "--json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
-
-
-def one_line_error(result) -> str:
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    text = plain(result.stderr).strip()
-    assert text.startswith("error: ") and "\n" not in text, text
-    return text
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from torchvision import models
 from typer.testing import CliRunner
 
 import sketchshot
-from helpers import plain, sketch_array, write_folder, write_png
+from helpers import one_line_error, sketch_array, write_folder, write_png
 from sketchshot import importing
 from sketchshot.checkpoint import load_model
 from sketchshot.cli import app
@@ -31,13 +31,6 @@ SIZE = 32  # image side of the imported runs, small to keep finetune and evaluat
 
 def invoke(*args: object):
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
-
-
-def one_line_error(result) -> str:
-    assert "Traceback" not in result.output
-    text = plain(result.stderr).strip()
-    assert text.startswith("error: ") and "\n" not in text, text
-    return text
 
 
 def simclr_resnet18() -> dict[str, torch.Tensor]:

@@ -14,16 +14,14 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 import sketchshot.bank as bank_module
-from helpers import model_spec, plain, sketch_array, write_png
+from helpers import model_spec, one_line_error, plain, sketch_array, write_png
 from sketchshot import engine
 from sketchshot.bank import ClassBank, ModelRef, load_bank
 from sketchshot.calibration import calibrate, pick_threshold
 from sketchshot.card import with_card_digest
 from sketchshot.checkpoint import load_model, save_model
-from sketchshot.cli import app
 from sketchshot.config import Config, EnrollConfig, PredictConfig
 from sketchshot.encoders import create_encoder
 from sketchshot.methods import METHODS, create_method
@@ -54,17 +52,6 @@ def save_random_model(run: Path, seed: int, method: str = "protonet") -> Path:
         },
     )
     return run
-
-
-@pytest.fixture
-def cli(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
-
-    def invoke(*args: object, input: str | None = None):
-        return runner.invoke(app, [str(a) for a in args], input=input, env={"COLUMNS": "200"})
-
-    return invoke
 
 
 @pytest.fixture
@@ -105,13 +92,6 @@ def new_drawings(root: Path, variants=(10, 11, 12)) -> tuple[list[str], list[str
 
 def json_rows(result) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
-
-
-def one_line_error(result) -> str:
-    assert "Traceback" not in result.output
-    text = plain(result.stderr).strip()
-    assert text.startswith("error: ") and "\n" not in text, text
-    return text
 
 
 # ---------------------------------------------------------------- enroll

@@ -11,6 +11,7 @@ from sketchshot.checkpoint import load_model, save_model
 from sketchshot.encoders import ENCODERS, create_encoder
 from sketchshot.errors import ConfigError
 from sketchshot.methods import METHODS, create_method
+from sketchshot.methods.pairwise import PairBatch
 from sketchshot.methods.ssl.base import TwoViews
 from sketchshot.methods.supervised import LabelledBatch
 from sketchshot.registry import Registry
@@ -54,6 +55,8 @@ def training_batch(method, size: int, tiny_episode):
         return TwoViews(images(6, size), images(6, size, seed=1))
     if method.kind == "supervised":
         return LabelledBatch(images(6, size), torch.tensor([0, 1, 2, 0, 1, 2]))
+    if method.kind == "pairwise":
+        return PairBatch(images(4, size), images(4, size, seed=1), torch.tensor([1, 0, 0.5, 1]))
     assert method.kind == "fewshot", method.kind
     return tiny_episode(n_way=3, n_shot=1, n_query=2, size=size)
 

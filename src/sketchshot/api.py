@@ -22,14 +22,22 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sketchshot.bank import ClassBank, bank_files, check_model, encode_support, load_bank
+from sketchshot.bank import (
+    ClassBank,
+    bank_files,
+    check_model,
+    encode_support,
+    find_model,
+    is_bank,
+    load_bank,
+)
 from sketchshot.card import ModelCard, Preprocessing
 from sketchshot.checkpoint import load_model
 from sketchshot.data import load_support
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.folder import decode_sketch
 from sketchshot.distributed import resolve_device
-from sketchshot.errors import DataError
+from sketchshot.errors import ConfigError, DataError
 from sketchshot.evaluation import embed
 from sketchshot.methods import Method
 from sketchshot.prediction import READERS, BankScorer, Prediction, label_rows, read_image
@@ -41,12 +49,24 @@ _PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"}  # written by
 _TIFF_MODES = {"I", "F", "I;16L", "PA", "CMYK", "YCbCr", "RGBX", "LAB"}  # PNG cannot hold them
 
 
-def load(path: str | os.PathLike, device: str = "auto") -> Model:
+def load(
+    path: str | os.PathLike, device: str = "auto", model: str | os.PathLike | None = None
+) -> Model:
     """The model saved in ``path`` (a run folder, its ``model.json`` or ``model.safetensors``),
-    rebuilt from its card, hash-checked and in eval mode on ``device`` (auto, cpu, cuda, mps)."""
+    rebuilt from its card, hash-checked and in eval mode on ``device`` (auto, cpu, cuda, mps).
+
+    ``path`` may be a class bank (``BANK``, ``BANK.json``): then the model is the one that
+    encoded it, found as ``predict --bank`` finds it (``model``, else the bank's bundled
+    copy, else a model beside it, else its recorded run folder), and ``predict`` labels
+    against the bank unless given other classes."""
     dev = resolve_device(device)
-    method, card = load_model(path, dev)
-    return Model(method, card, dev)
+    if not is_bank(path):
+        method, card = load_model(model if model is not None else path, dev)
+        return Model(method, card, dev)
+    bank, where = load_bank(path), bank_files(path)[0]
+    method, card = load_model(model if model is not None else find_model(bank.model, where), dev)
+    check_model(bank, card, str(where))
+    return Model(method, card, dev, bank)
 
 
 def _encoded(image: Image.Image) -> bytes:
@@ -105,12 +125,16 @@ def _pixels(item: ImageLike, pre: Preprocessing, name: str) -> torch.Tensor:
 
 class Model:
     """A saved model and its preprocessing: ``embed`` sketches, ``enroll`` classes and
-    ``predict`` labels. ``card`` is the saved ``ModelCard``."""
+    ``predict`` labels. ``card`` is the saved ``ModelCard``; ``bank`` the class bank it was
+    loaded from, if any."""
 
-    def __init__(self, method: Method, card: ModelCard, device: torch.device) -> None:
+    def __init__(
+        self, method: Method, card: ModelCard, device: torch.device, bank: ClassBank | None = None
+    ) -> None:
         self.method = method.eval()
         self.card = card
         self.device = device
+        self.bank = bank
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -189,16 +213,22 @@ class Model:
     def predict(
         self,
         images: Images,
-        classes: Classes,
+        classes: Classes | None = None,
         top_k: int = 3,
         reject_below: float | None = None,
     ) -> list[Prediction]:
         """One ``Prediction`` per image, as ``sketchshot predict`` labels it: against a
         ``ClassBank``, a bank's path, a support folder or .zip, or a dict ``{class name:
-        images}``. Below ``reject_below`` (else the bank's calibrated threshold, if any) cosine
-        similarity to the nearest class mean, the label is ``unknown``. ``path`` is the file's
-        path, or ``<image i>`` for the i-th input in memory. An unreadable image raises."""
-        bank = self._bank(classes)
+        images}`` (None: the bank the model was loaded from). Below ``reject_below`` (else the
+        bank's calibrated threshold, if any) cosine similarity to the nearest class mean, the
+        label is ``unknown``. ``path`` is the file's path, or ``<image i>`` for the i-th input
+        in memory. An unreadable image raises."""
+        if classes is None and self.bank is None:
+            raise ConfigError(
+                "predict needs classes: a bank, a support folder or a dict of images (or load "
+                "the model from a bank)"
+            )
+        bank = self._bank(classes if classes is not None else self.bank)
         pixels, names = self._decoded(images)
         if len(pixels) == 0:
             return []

@@ -5,7 +5,12 @@ A bank keeps every support embedding with its label rather than one prototype pe
 every method scores from support embeddings (``Method.score``), Matching and Siamese networks
 need each one, and prototypes are a mean that costs microseconds to recompute. Adding or
 removing a class is then tensor surgery that leaves the other classes' embeddings untouched.
-A bank remembers the sha256 of the model that encoded it and refuses any other model."""
+
+A bank remembers the sha256 of the model that encoded it and refuses any other model. It finds
+that model wherever the bank goes (``find_model``): the model given, else the bank's own copy
+(``BANK.model.safetensors`` + ``BANK.model.json``, written by ``enroll --bundle``), else one
+beside the bank whose hash matches, else the run folder it was encoded with, if it is still
+there."""
 
 from __future__ import annotations
 
@@ -30,7 +35,13 @@ from sketchshot.card import (
     parse_card,
     read_json,
 )
-from sketchshot.checkpoint import load_tensors, save_pair
+from sketchshot.checkpoint import (
+    has_sha256,
+    load_tensors,
+    pending_weights,
+    save_file_pair,
+    save_pair,
+)
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.errors import CheckpointError, ConfigError, DataError
 from sketchshot.evaluation import embed
@@ -98,6 +109,9 @@ class ClassBank:
 
     def with_threshold(self, threshold: RejectThreshold | None) -> ClassBank:
         return dataclasses.replace(self, threshold=threshold)
+
+    def with_model(self, model: ModelRef) -> ClassBank:
+        return dataclasses.replace(self, model=model)
 
 
 def grouped(
@@ -189,6 +203,81 @@ def bank_files(path: str | Path) -> tuple[Path, Path]:
         raise ConfigError(f"{path} is a folder; name the bank's file, e.g. {path / 'bank'}")
     stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
     return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
+
+
+def bundled_files(path: str | Path) -> tuple[Path, Path]:
+    """(``BANK.model.json``, ``BANK.model.safetensors``): the bank's own copy of its model."""
+    sidecar, _ = bank_files(path)
+    stem = sidecar.with_suffix("").name
+    return sidecar.with_name(f"{stem}.model.json"), sidecar.with_name(f"{stem}.model.safetensors")
+
+
+def bundle_model(card: ModelCard, path: str | Path) -> str:
+    """Copy the model of ``card`` (its weights byte for byte, so that their sha256 stays the
+    bank's ``built_with.sha256``) beside the bank at ``path`` as ``BANK.model.safetensors``
+    and ``BANK.model.json``, one unit like every pair; returns the card's file name. A copy
+    already there is kept."""
+    sidecar, weights = bundled_files(path)
+    if _card_sha256(sidecar) == card.sha256 and has_sha256(weights, card.sha256):
+        return sidecar.name
+    source = card.weights_path
+    if not has_sha256(source, card.sha256):  # a save killed after its commit (save_pair)
+        source = pending_weights(source, card.sha256)
+        if not has_sha256(source, card.sha256):
+            raise CheckpointError(f"{card.weights_path}: sha256 does not match its sidecar")
+    copy = card.model_copy(update={"weights": weights.name})
+    save_file_pair(weights, sidecar, source.read_bytes(), lambda _: copy.to_json())
+    return sidecar.name
+
+
+MODEL_CARD_BYTES = 1 << 22  # a model card is kilobytes; larger JSON files are not read
+
+
+def _card_sha256(path: Path) -> str | None:
+    """The weights' sha256 that the model card at ``path`` names, or None when ``path`` is not
+    a model card (missing, a bank, other JSON, larger than any card)."""
+    try:
+        if not path.is_file() or path.stat().st_size > MODEL_CARD_BYTES:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or "kind" in data or not isinstance(data.get("model"), dict):
+        return None
+    sha256 = data.get("sha256")
+    return sha256 if isinstance(sha256, str) else None
+
+
+def find_model(ref: ModelRef, sidecar: Path) -> Path:
+    """The card of the model that encoded the bank whose card is ``sidecar``, found by its
+    weights' sha256 ``ref.sha256``: the bank's bundled copy, else a model card beside the bank
+    (``*.json``, or ``*/model.json`` of a run folder there), else the recorded ``ref.path``.
+    A CheckpointError saying where it looked when none is there. ``load_model`` then checks
+    the weights against the card's hash."""
+    folder = sidecar.parent
+    looked = []
+    if ref.bundled is not None:
+        bundled = folder / ref.bundled
+        if _card_sha256(bundled) == ref.sha256:
+            return bundled
+        state = "another model" if bundled.is_file() else "missing"
+        looked.append(f"its bundled copy {ref.bundled} is {state}")
+    beside = sorted(folder.glob("*.json"), key=lambda p: (p.name != "model.json", p.name))
+    for candidate in [*beside, *sorted(folder.glob("*/model.json"))]:
+        if candidate != sidecar and _card_sha256(candidate) == ref.sha256:
+            return candidate
+    looked.append(f"no model card beside it in {folder} has that sha256")
+    recorded = Path(ref.path)
+    card = recorded / "model.json" if recorded.is_dir() else recorded
+    if _card_sha256(card) == ref.sha256:
+        return card
+    state = "holds another model" if recorded.exists() else "is not there any more"
+    looked.append(f"the model it was encoded with, {recorded}, {state}")
+    raise CheckpointError(
+        f"{sidecar} needs the model it was encoded with ({ref.method}/{ref.encoder}, sha256 "
+        f"{ref.sha256[:12]}), but {'; '.join(looked)}: pass it with --model RUN, or copy its "
+        "run folder beside the bank (enroll --bundle writes a bank that carries its model)"
+    )
 
 
 def bank_exists(path: str | Path) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,7 +125,7 @@ class ModelSpec(Card):
     """Registry names and arguments that rebuild the network (nothing about data or views)."""
 
     method: str
-    kind: Literal["ssl", "fewshot", "supervised"]
+    kind: Literal["ssl", "fewshot", "supervised", "pairwise"]
     method_args: dict[str, Any] = {}
     encoder: str
     encoder_args: dict[str, Any] = {}
@@ -239,18 +240,24 @@ def migrate_v1_config(tree: dict[str, Any]) -> dict[str, Any]:
 
 
 class ModelRef(Card):
-    """The model a bank was encoded with: where it was, and the sha256 of its weights."""
+    """The model a bank was encoded with: the sha256 of its weights, which identifies it, and
+    where it was (its run folder, or its card where that is not a run's ``model.json``), a
+    hint for finding it. ``bundled``: the card of the bank's own copy of the model, beside
+    the bank (``BANK.model.json``), where ``enroll --bundle`` wrote one (older banks have no
+    such field, and load as unbundled)."""
 
     path: str
     sha256: str
     method: str
     encoder: str
+    bundled: str | None = None
 
     @classmethod
     def of(cls, card: ModelCard) -> ModelRef:
         assert card.file is not None
+        where = card.file.parent if card.file.name == "model.json" else card.file
         return cls(
-            path=str(card.file.parent.resolve()),
+            path=str(where.resolve()),
             sha256=card.sha256,
             method=card.model.method,
             encoder=card.model.encoder,
@@ -292,6 +299,70 @@ class BankCard(DigestedCard):
     reject: RejectThreshold | None = None
     weights: str
     sha256: str
+
+
+class ExportedFile(Card):
+    """One exported module: its file's name and sha256, and its inputs and output, each a
+    name and a shape whose named dimensions (``batch``) are free."""
+
+    filename: str
+    sha256: str
+    inputs: dict[str, list[int | str]]
+    outputs: dict[str, list[int | str]]
+
+
+class ExportedScoring(Card):
+    """How the exported model scores queries against classes: ``rule`` in words with the
+    learned scalars it uses, and the ``module`` file where the scoring is learned."""
+
+    rule: str
+    parameters: dict[str, float] = {}
+    module: ExportedFile | None = None
+
+
+class ExportCheck(Card):
+    """The export loaded back and run on ``images`` images in [0, 1] (another batch size than
+    the one it was traced or exported with) and ``embeddings`` random embeddings per scoring
+    input, against the model itself."""
+
+    runtime: str
+    images: int
+    encoder_max_abs_diff: float
+    scoring_max_abs_diff: float | None = None
+
+
+class ExportCard(DigestedCard):
+    """``export.json``: what ``sketchshot export`` wrote, for a program that runs it without
+    sketchshot: the preprocessing, the encoder's and scoring module's files, inputs and
+    outputs, the source model and the versions that wrote it."""
+
+    format_version: int = FORMAT_VERSION
+    kind: Literal["export"] = "export"
+    format: Literal["onnx", "torchscript"]
+    sketchshot_version: str
+    torch_version: str
+    onnx_opset: int | None = None
+    source: ModelRef
+    model: ModelSpec
+    preprocessing: Preprocessing
+    pixels: str
+    embedding_dim: int
+    encoder: ExportedFile
+    scoring: ExportedScoring
+    class_names: tuple[str, ...] = ()
+    check: ExportCheck | None = Field(None, description="None: nothing here could run it back")
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities (a CI over one repeat, the accuracy of no decided
+    pairs) as None, nested in dicts, lists and tuples: what strict JSON can hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -145,7 +145,12 @@ def save_pair(
     (the commit), the pending weights onto ``weights``. Killed before the commit, the
     previous pair is untouched; after it, ``load_tensors`` takes the pending weights."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    data = serialize(tensors, metadata={"format": "pt"})
+    return save_file_pair(weights, sidecar, serialize(tensors, metadata={"format": "pt"}), card)
+
+
+def save_file_pair(weights: Path, sidecar: Path, data: bytes, card: Callable[[str], str]) -> str:
+    """``save_pair`` of a weights file's bytes ``data`` as they are (a copy of saved weights
+    keeps its sha256)."""
     digest = hashlib.sha256(data).hexdigest()
     text = card(digest)
     pending = pending_weights(weights, digest)

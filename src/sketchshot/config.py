@@ -139,6 +139,28 @@ class DataConfig(Frozen):
         description="read sketch-rnn .npz files, which numpy can only load by unpickling (and "
         "unpickling can run code): only for files from a source you trust",
     )
+    pairs: str | None = Field(
+        None,
+        description="pairwise ranking: a CSV of labelled pairs with the header "
+        "image_a,image_b,label (label 1: a preferred over b, 0: b over a, or the share of "
+        "reviewers who preferred a) and optional group, agreement and reviewers columns; image "
+        "paths relative to its folder. Split by group with --split-fractions (or the group "
+        "lists --train-classes, --val-classes, --test-classes): no group in two splits; "
+        "without a group column, pairs that share an image are one group",
+    )
+    min_agreement: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="pairs: keep only those whose agreement column is at least this (refused "
+        "without the column)",
+    )
+    min_reviewers: int | None = Field(
+        None,
+        ge=1,
+        description="pairs: keep only those whose reviewers column is at least this (refused "
+        "without the column)",
+    )
     builtin: BuiltinDataConfig = BuiltinDataConfig()
 
     @field_validator("split_fractions")
@@ -256,6 +278,13 @@ class EncoderConfig(Frozen):
         False,
         description="gradient checkpointing (swin_t): recompute each block in the backward "
         "pass, for much less activation memory and about a third more compute",
+    )
+    width: int | None = Field(
+        None,
+        ge=8,
+        le=1024,
+        description="channels of every block (conv4; none: its default 64); compute grows "
+        "with its square",
     )
 
 
@@ -416,6 +445,63 @@ class SupervisedSettings(MethodSettings):
     )
 
 
+# The feature sets a pairwise model can concatenate (sketchshot.encoders.feature_sets)
+PAIR_FEATURES = ("encoder", "resnet50-layer3", "resnet50-layer4", "stats")
+
+
+class PairwiseSettings(MethodSettings):
+    """Pairwise ranking: a Siamese network (one encoder for both images) and an MLP head on
+    the two embeddings give P(a preferred over b), trained on labelled pairs."""
+
+    name: Literal["pairwise"] = "pairwise"
+    features: tuple[str, ...] = Field(
+        ("encoder",),
+        description="feature sets whose features are concatenated: encoder (the sketch "
+        "encoder, from --init or scratch), resnet50-layer3 and resnet50-layer4 (an ImageNet "
+        "ResNet-50's pooled stages, always frozen), stats (sharpness, brightness, contrast, "
+        "ink fraction)",
+    )
+    hidden_dim: int = Field(256, ge=2, description="hidden width of the pair head")
+    dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the pair head's output")
+    freeze: Literal["none", "partial", "full"] = Field(
+        "none",
+        description="end-to-end training (without --freeze-encoder): none (the whole encoder "
+        "trains), partial (only its last stage trains) or full (it does not train; images still "
+        "go through it at every step, with views)",
+    )
+    batch_size: int = Field(64, ge=2, description="pairs per batch (per process under torchrun)")
+    resnet_weights: str = Field(
+        "imagenet",
+        description="weights of the resnet50 feature sets: 'imagenet' (torchvision's, from the "
+        "torch hub cache, downloaded if missing) or the path of a torchvision resnet50 state "
+        "dict (.pth/.safetensors); the model saves them",
+    )
+    feature_cache: str | None = Field(
+        None,
+        description="with --freeze-encoder: the folder of cached features (safetensors, by the "
+        "image file's sha256 and the feature set's weights and preprocessing), reused by later "
+        "runs; none: sketchshot/features in the user's cache folder ($XDG_CACHE_HOME, else "
+        "~/.cache)",
+    )
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [f for f in value if f not in PAIR_FEATURES]
+        if unknown:
+            raise ValueError(
+                f"unknown feature set {unknown[0]!r}; choose from {', '.join(PAIR_FEATURES)}"
+            )
+        if not value or len(set(value)) != len(value):
+            raise ValueError("features must name at least one feature set, each once")
+        return value
+
+    def arguments(self) -> dict[str, Any]:
+        """The network's arguments, as the card's JSON holds them: without the paths of this
+        machine that training read."""
+        return self.model_dump(mode="json", exclude={"name", "resnet_weights", "feature_cache"})
+
+
 PRETRAIN_METHODS: dict[str, type[MethodSettings]] = {"simclr": SimCLRSettings, "byol": BYOLSettings}
 FINETUNE_METHODS: dict[str, type[MethodSettings]] = {
     "protonet": ProtoNetSettings,
@@ -423,15 +509,23 @@ FINETUNE_METHODS: dict[str, type[MethodSettings]] = {
     "relation": RelationSettings,
     "siamese": SiameseSettings,
     "supervised": SupervisedSettings,
+    "pairwise": PairwiseSettings,
 }
 METHOD_SETTINGS = {**PRETRAIN_METHODS, **FINETUNE_METHODS}
 PretrainMethod = Annotated[SimCLRSettings | BYOLSettings, Field(discriminator="name")]
 FinetuneMethod = Annotated[
-    ProtoNetSettings | MatchingSettings | RelationSettings | SiameseSettings | SupervisedSettings,
+    ProtoNetSettings
+    | MatchingSettings
+    | RelationSettings
+    | SiameseSettings
+    | SupervisedSettings
+    | PairwiseSettings,
     Field(discriminator="name"),
 ]
-# FinetuneConfig's fields that only episodic training reads (refused for supervised)
-EPISODE_FIELDS = ("n_way", "n_shot", "n_query", "episodes_per_epoch", "rotation_classes")
+# FinetuneConfig's fields that only episodic training reads (refused for supervised, pairwise)
+EPISODE_FIELDS = (
+    "n_way", "n_shot", "n_query", "episodes_per_epoch", "rotation_classes", "within_groups_p",
+)  # fmt: skip
 
 
 def _method_sections(data: Any, methods: Mapping[str, type[MethodSettings]], section: str) -> Any:
@@ -527,7 +621,7 @@ class PretrainConfig(TrainingConfig):
 
 class FinetuneConfig(TrainingConfig):
     method: FinetuneMethod = Field(
-        default_factory=ProtoNetSettings, description="few-shot or supervised method"
+        default_factory=ProtoNetSettings, description="few-shot, supervised or pairwise method"
     )
     init: str = Field(
         "scratch",
@@ -542,8 +636,17 @@ class FinetuneConfig(TrainingConfig):
     rotation_classes: bool = Field(
         False, description="add every class rotated by 90, 180 and 270 degrees as new classes"
     )
+    within_groups_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of training episodes whose classes all come from one top-level "
+        "group (an alphabet): harder negatives, for characters; 0 for doodles",
+    )
     freeze_encoder: bool = Field(
-        False, description="embed once with the frozen encoder; train only the method's head"
+        False,
+        description="embed once with the frozen encoder; train only the method's head "
+        "(pairwise: every feature set's features of each image, cached in --feature-cache)",
     )
     views: ViewConfig = ViewConfig(strength=0.5)
     optim: OptimConfig = OptimConfig(schedule="step", step_size=10, gamma=0.5)
@@ -591,6 +694,12 @@ class EvaluateConfig(Frozen):
     )
     probe_weight_decay: float = Field(1e-2, ge=0, description="linear probe L2 penalty")
     runs: str | None = Field(None, description="folder or .zip of Omniglot one-shot runs")
+    within_groups: bool = Field(
+        False,
+        description="episodes: draw each episode's classes from one top-level group (an "
+        "alphabet: similar characters, as in Omniglot's one-shot runs); groups with fewer than "
+        "N classes are left out",
+    )
     tta: int = Field(
         1, ge=1, le=64, description="views averaged per image (test-time augmentation; 1: off)"
     )
@@ -626,6 +735,11 @@ class EnrollConfig(Frozen):
         description="share of known drawings the threshold may reject; None: the bank's "
         "previous target, else 0.05",
     )
+    bundle: bool = Field(
+        False,
+        description="copy the model into the bank (BANK.model.safetensors and BANK.model.json "
+        "beside it), so that the bank works wherever its BANK.* files go",
+    )
     device: Device = Field("auto", description="where to compute: auto, cpu, cuda or mps")
 
 
@@ -654,10 +768,33 @@ class EmbedConfig(Frozen):
 EMBEDDING_FORMATS = (".safetensors", ".npy", ".csv")
 
 
+class ExportConfig(Frozen):
+    """One ``export`` call: a saved model's encoder, and its scoring where that is a module,
+    as ONNX or TorchScript files with an ``export.json`` that describes them."""
+
+    model: Path | None = Field(None, description="run folder; None: the newest run")
+    format: Literal["onnx", "torchscript"] = Field(
+        "onnx",
+        description="ONNX (needs the onnx extra: pip install 'sketchshot[onnx]') or TorchScript "
+        "(a traced module)",
+    )
+    out: Path | None = Field(
+        None,
+        description="the folder to write, created whole (None: RUN/export-FORMAT); one that is "
+        "not empty is refused",
+    )
+    force: bool = Field(False, description="replace a previous export in --out")
+
+
 class PredictConfig(Frozen):
     """One ``predict`` call: which images, against which classes, and what to report."""
 
     inputs: tuple[str, ...] = Field((), description="image files, folders, globs, or '-'")
+    pairs: Path | None = Field(
+        None,
+        description="a CSV of pairs (image_a, image_b and optionally label; paths relative to "
+        "its folder): the probability that each a is preferred over b, by a pairwise model",
+    )
     model: Path | None = Field(None, description="run folder; None: the bank's, else the newest")
     support: Path | None = Field(None, description="folder SUPPORT/<class>/*.png")
     bank: Path | None = Field(None, description="a class bank written by enroll")
@@ -798,8 +935,8 @@ def resolve_config(
                 problems.append(
                     f"{file}: [{section}.{other}] does not apply to {section} method {name!r}"
                 )
-    if methods["finetune"] == "supervised":
-        problems += _episode_settings(resolved, from_file, file, said)
+    if methods["finetune"] in BATCH_TRAINED:
+        problems += _episode_settings(resolved, from_file, file, said, methods["finetune"])
     if problems:
         raise UsageError("; ".join(problems))
     tree = _merge(_merge(base_tree, from_file), from_cli)
@@ -810,22 +947,31 @@ def resolve_config(
         raise _config_error(exc, file, from_file, from_cli, said) from None
 
 
+# finetune methods trained on batches (of what), not episodes
+BATCH_TRAINED = {"supervised": "images", "pairwise": "labelled pairs"}
+
+
 def _episode_settings(
-    resolved: Mapping[str, Any], from_file: Mapping[str, Any], file: Path | None, said: Any
+    resolved: Mapping[str, Any],
+    from_file: Mapping[str, Any],
+    file: Path | None,
+    said: Any,
+    method: str = "supervised",
 ) -> list[str]:
-    """Episode settings given to supervised fine-tuning: refused from the command line, and
-    from a file unless they hold the default (a run's config.toml writes every field)."""
+    """Episode settings given to supervised or pairwise fine-tuning: refused from the command
+    line, and from a file unless they hold the default (a run's config.toml writes every
+    field)."""
     problems, defaults, in_file = [], FinetuneConfig(), from_file.get("finetune", {})
     for field in EPISODE_FIELDS:
         key = f"finetune.{field}"
         default = getattr(defaults, field)
         if key in resolved:
             problems.append(
-                f"{said(key)} does not apply to finetune method 'supervised' (it sets "
-                "episodes; supervised trains on batches of images)"
+                f"{said(key)} does not apply to finetune method {method!r} (it sets "
+                f"episodes; {method} trains on batches of {BATCH_TRAINED[method]})"
             )
         elif isinstance(in_file, Mapping) and in_file.get(field, default) != default:
-            problems.append(f"{file}: {key} does not apply to finetune method 'supervised'")
+            problems.append(f"{file}: {key} does not apply to finetune method {method!r}")
     return problems
 
 

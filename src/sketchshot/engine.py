@@ -18,15 +18,17 @@ from sketchshot.bank import (
     ClassBank,
     bank_exists,
     bank_files,
+    bundle_model,
     check_model,
     encode_support,
+    find_model,
     is_bank,
     load_bank,
     read_bank_card,
     save_bank,
 )
 from sketchshot.calibration import DEFAULT_FALSE_REJECT, calibrate
-from sketchshot.card import BankCard, ModelCard, ModelSpec, Preprocessing
+from sketchshot.card import BankCard, ModelCard, Preprocessing
 from sketchshot.checkpoint import load_model, load_tensors, read_card
 from sketchshot.config import (
     Config,
@@ -35,7 +37,7 @@ from sketchshot.config import (
     EncoderConfig,
     EnrollConfig,
     EvaluateConfig,
-    MethodSettings,
+    ExportConfig,
     PredictConfig,
     ViewConfig,
 )
@@ -50,8 +52,9 @@ from sketchshot.data.views import SketchAugment
 from sketchshot.distributed import DistContext, resolve_device
 from sketchshot.embeddings import encode_in_batches, write_embeddings
 from sketchshot.encoders import ENCODERS, create_encoder, encoder_arguments, initialise_encoder
-from sketchshot.errors import CheckpointError, ConfigError, DataError
+from sketchshot.errors import ConfigError, DataError
 from sketchshot.evaluation import embed
+from sketchshot.export import write_export
 from sketchshot.methods import METHODS, Method, create_method
 from sketchshot.methods.ssl.base import TwoViews
 from sketchshot.methods.supervised import LabelledBatch, inverse_frequency_weights
@@ -59,16 +62,28 @@ from sketchshot.prediction import BankScorer, Prediction, expand_inputs, predict
 from sketchshot.progress import progress_bar
 from sketchshot.protocols.report import Figure, hardest_classes, per_class_accuracy
 from sketchshot.protocols.run import check_settings, run_protocol
-from sketchshot.runs import RunResult, TrainingJob, latest_run, train_run
+from sketchshot.ranking import (
+    evaluate_pairs,
+    finetune_pairs,
+    predict_pairs,
+    refuse_pairs,
+    same_pairs,
+    sketch_encoder,
+)
+from sketchshot.runs import RunResult, TrainingJob, latest_run, model_spec, train_run
 from sketchshot.training import BatchSource, unchanged
 
-__all__ = ["RunResult", "enroll", "evaluate", "finetune", "info", "predict", "pretrain"]
+__all__ = [
+    "RunResult", "enroll", "evaluate", "evaluate_pairs", "finetune", "info",
+    "predict", "predict_pairs", "pretrain", "same_pairs", "export_model",
+]  # fmt: skip
 
 
 def _check_kind(name: str, *kinds: str) -> None:
     if METHODS.get(name).kind not in kinds:
         valid = ", ".join(n for n in METHODS.names() if METHODS.get(n).kind in kinds)
-        words = {"ssl": "self-supervised", "fewshot": "few-shot", "supervised": "supervised"}
+        words = {"ssl": "self-supervised", "fewshot": "few-shot", "supervised": "supervised",
+                 "pairwise": "pairwise"}  # fmt: skip
         what = " or ".join(words[k] for k in kinds)
         raise ConfigError(f"{name!r} is not a {what} method; choose one of: {valid}")
 
@@ -131,6 +146,7 @@ def pretrain(
     """Self-supervised pretraining of an encoder on unlabelled images of the train split."""
     p = cfg.pretrain
     _check_kind(p.method.name, "ssl")
+    refuse_pairs(cfg, "pretrain")
     torch.manual_seed(cfg.seed)
     image_size = cfg.data.image_size or ENCODERS.get(cfg.encoder.name).default_image_size
     encoder_args = encoder_arguments(cfg.encoder, image_size)  # refused before reading data
@@ -198,28 +214,6 @@ def stroke_views(views: ViewConfig, train: SketchDataset) -> StrokeViews | None:
     return StrokeViews.from_config(views)
 
 
-def model_spec(
-    settings: MethodSettings,
-    encoder: str,
-    image_size: int,
-    init: str,
-    encoder_args: dict[str, Any] | None = None,
-) -> ModelSpec:
-    """The card's ``model`` block: registry names and arguments to rebuild the network.
-    ``encoder_args`` are ``create_encoder``'s but ``grad_checkpointing``, a way of training
-    that a saved model does not need."""
-    args = {**(encoder_args or {}), "image_size": image_size}
-    args.pop("grad_checkpointing", None)
-    return ModelSpec(
-        method=settings.name,
-        kind=METHODS.get(settings.name).kind,
-        method_args=settings.arguments(),
-        encoder=encoder,
-        encoder_args=args,
-        init=init,
-    )
-
-
 def resolve_init(init: str) -> Path | None:
     """The run folder to start a fine-tune from; None for 'scratch' and 'imagenet'."""
     if init in ("scratch", "imagenet"):
@@ -234,21 +228,11 @@ def resolve_init(init: str) -> Path | None:
     return Path(init)
 
 
-def finetune(
-    cfg: Config,
-    out: Path | None = None,
-    resume: Path | None = None,
-    quiet: bool = False,
-    console: Console | None = None,
-) -> RunResult:
-    """Episodic N-way K-shot training, or supervised training of a classifier on batches of
-    the train classes, from scratch or from a pretrained (or fine-tuned) run."""
-    f = cfg.finetune
-    name = f.method.name
-    _check_kind(name, "fewshot", "supervised")
-    supervised = METHODS.get(name).kind == "supervised"
-    torch.manual_seed(cfg.seed)
-    init = resolve_init(f.init) if resume is None else None
+def start_encoder(cfg: Config, init: Path | None) -> tuple[Config, dict[str, torch.Tensor] | None]:
+    """``cfg`` with the encoder and image size that fine-tuning from ``init`` (a run folder;
+    None: scratch or ImageNet) decides, and that run's encoder weights (None without one).
+    What ``init`` decides belongs in the saved config, so that ``--resume`` rebuilds the same
+    model."""
     encoder_name, image_size, init_state = cfg.encoder.name, cfg.data.image_size, None
     if init is not None:
         source, card = load_model(init)
@@ -259,15 +243,37 @@ def finetune(
         if image_size is not None and image_size != saved_size:
             raise ConfigError(f"--image-size {image_size} differs from {init}'s {saved_size}")
         image_size = saved_size
-        init_state = source.encoder.state_dict()
+        init_state = sketch_encoder(source, init).state_dict()
     image_size = image_size or ENCODERS.get(encoder_name).default_image_size
-    # what --init decided belongs in the saved config, so that --resume rebuilds the same model
-    cfg = cfg.model_copy(
-        update={
-            "encoder": cfg.encoder.model_copy(update={"name": encoder_name}),
-            "data": cfg.data.model_copy(update={"image_size": image_size}),
-        }
-    )
+    update = {
+        "encoder": cfg.encoder.model_copy(update={"name": encoder_name}),
+        "data": cfg.data.model_copy(update={"image_size": image_size}),
+    }
+    return cfg.model_copy(update=update), init_state
+
+
+def finetune(
+    cfg: Config,
+    out: Path | None = None,
+    resume: Path | None = None,
+    quiet: bool = False,
+    console: Console | None = None,
+) -> RunResult:
+    """Episodic N-way K-shot training, supervised training of a classifier on batches of the
+    train classes, or (``ranking.finetune_pairs``) pairwise ranking on labelled pairs, from
+    scratch or from a pretrained (or fine-tuned) run."""
+    f = cfg.finetune
+    name = f.method.name
+    _check_kind(name, "fewshot", "supervised", "pairwise")
+    supervised = METHODS.get(name).kind == "supervised"
+    torch.manual_seed(cfg.seed)
+    init = resolve_init(f.init) if resume is None else None
+    cfg, init_state = start_encoder(cfg, init)
+    if name == "pairwise":  # labelled pairs of image files, not classes: data of its own
+        return finetune_pairs(cfg, init, init_state, out, resume, quiet, console)
+    refuse_pairs(cfg, f"--method {name}")
+    encoder_name, image_size = cfg.encoder.name, cfg.data.image_size
+    assert image_size is not None
     encoder_args = encoder_arguments(cfg.encoder, image_size)  # refused before reading data
     splits = load_splits(cfg.data, image_size)
     train, val = splits["train"], splits["val"]
@@ -285,7 +291,9 @@ def finetune(
         f = f.model_copy(update={"method": f.method.model_copy(update={"n_classes": n_classes})})
         cfg = cfg.model_copy(update={"finetune": f})
     else:
-        sampler = EpisodeSampler(train.labels, f.n_way, f.n_shot, f.n_query, train.class_names)
+        sampler = EpisodeSampler(
+            train.labels, f.n_way, f.n_shot, f.n_query, train.class_names, f.within_groups_p
+        )
     encoder = create_encoder(encoder_name, **encoder_args)
     if supervised and f.method.class_weights == "auto":
         weights = inverse_frequency_weights(train.counts())
@@ -570,6 +578,55 @@ def embed_source(
 
 
 @dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    format: str
+    files: tuple[str, ...]  # in ``out``, export.json last
+    model: str
+    model_sha256: str
+    embedding_dim: int
+    scoring: str | None  # the scoring module's output, where the method's scoring is learned
+    max_abs_diff: dict[str, float]  # per module, the export's largest difference from the model
+    runtime: str | None  # what ran the files back to check them
+    notes: tuple[str, ...]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "out": str(self.out)}
+
+
+def export_model(cfg: ExportConfig) -> ExportResult:
+    """A saved model's encoder, and its scoring where that is a learned module, as ONNX or
+    TorchScript files in ``cfg.out`` (by default ``RUN/export-FORMAT``) with ``export.json``:
+    the preprocessing, inputs and outputs, the source model's sha256 and the versions."""
+    start = time.perf_counter()
+    model = cfg.model or latest_run()
+    method, card = load_model(model)
+    assert card.file is not None
+    out = cfg.out or card.file.parent / f"export-{cfg.format}"
+    written, notes = write_export(method, card, cfg.format, out, cfg.force)
+    scoring, check = written.scoring.module, written.check
+    diffs = {}
+    if check is not None:
+        diffs["encoder"] = check.encoder_max_abs_diff
+        if check.scoring_max_abs_diff is not None:
+            diffs["scoring"] = check.scoring_max_abs_diff
+    return ExportResult(
+        out=out,
+        format=cfg.format,
+        files=(written.encoder.filename, *([scoring.filename] if scoring else []), "export.json"),
+        model=str(model),
+        model_sha256=card.sha256,
+        embedding_dim=written.embedding_dim,
+        scoring=next(iter(scoring.outputs)) if scoring is not None else None,
+        max_abs_diff=diffs,
+        runtime=check.runtime if check is not None else None,
+        notes=tuple(notes),
+        seconds=round(time.perf_counter() - start, 2),
+    )
+
+
+@dataclass(frozen=True)
 class EnrollResult:
     bank: Path  # the sidecar written
     model: str
@@ -579,6 +636,7 @@ class EnrollResult:
     threshold: dict[str, Any] | None
     notes: tuple[str, ...]
     seconds: float
+    bundled: str | None = None  # the bank's own copy of its model (BANK.model.json)
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "bank": str(self.bank)}
@@ -586,15 +644,12 @@ class EnrollResult:
 
 def _bank_model(
     model: Path | None, bank: ClassBank | None, where: str, device: torch.device
-) -> tuple[Method, dict[str, Any], Path]:
-    """The model to encode or score with: ``model``, else the bank's own, else the newest run;
-    refused when it is not the model the bank was encoded with."""
+) -> tuple[Method, ModelCard, Path]:
+    """The model to encode or score with: ``model``, else the bank's own wherever it is
+    (``bank.find_model``; ``where`` is the bank's card), else the newest run; refused when it
+    is not the model the bank was encoded with."""
     if model is None and bank is not None:
-        model = Path(bank.model.path)
-        if not model.exists():
-            raise CheckpointError(
-                f"{where} was encoded with {model}, which is not there any more; pass --model RUN"
-            )
+        model = find_model(bank.model, Path(where))
     path = model or latest_run()
     method, card = load_model(path, device)
     if bank is not None:
@@ -629,15 +684,19 @@ def enroll(cfg: EnrollConfig) -> EnrollResult:
     if old is None and cfg.remove:
         raise ConfigError("--remove needs --bank BANK, the bank to remove classes from")
     asked = cfg.calibrate or cfg.false_reject is not None
+    bundle = cfg.bundle or (old is not None and old.model.bundled is not None)
     if old is not None and cfg.support is None and not cfg.remove and not asked:
-        raise ConfigError("nothing to do: give --support DIR, --remove NAME or --calibrate")
+        if not cfg.bundle:
+            raise ConfigError(
+                "nothing to do: give --support DIR, --remove NAME, --calibrate or --bundle"
+            )
     out = cfg.out or cfg.bank
     if out is None:
         raise ConfigError("enroll needs --out BANK, where to write the new bank")
     if bank_exists(out) and (cfg.bank is None or bank_files(out) != bank_files(cfg.bank)):
         raise ConfigError(f"{out} already holds a bank; change it with --bank {out}")
     bank, removed, added, notes = old, (), (), []
-    method = None
+    method, card = None, None
     if old is not None and cfg.remove:
         dropped = _removed_classes(old, cfg.remove, where)
         bank, removed = old.without(dropped), tuple(sorted(dropped))
@@ -659,10 +718,12 @@ def enroll(cfg: EnrollConfig) -> EnrollResult:
         bank = bank.without(set(clash)).merged(new) if bank is not None and kept else new
         added = support.class_names
     assert bank is not None
+    if old is not None:  # the same model (checked): keep where it was recorded, and its copy
+        bank = bank.with_model(old.model)
     previous = old.threshold if old is not None else None
     if asked or (previous is not None and (added or removed)):
         if method is None:
-            method, _, _ = _bank_model(cfg.model, bank, where, device)
+            method, card, _ = _bank_model(cfg.model, bank, where, device)
         target = cfg.false_reject
         if target is None and previous is not None:
             target = previous.target_false_reject
@@ -674,6 +735,10 @@ def enroll(cfg: EnrollConfig) -> EnrollResult:
             if asked:
                 raise
             notes.append(f"reject threshold dropped: {exc}")
+    if bundle:  # the model first: a bank that names its copy always has it
+        if card is None:
+            _, card, _ = _bank_model(cfg.model, bank, where, device)
+        bank = bank.with_model(bank.model.model_copy(update={"bundled": bundle_model(card, out)}))
     sidecar = save_bank(bank, out)
     return EnrollResult(
         bank=sidecar,
@@ -684,6 +749,7 @@ def enroll(cfg: EnrollConfig) -> EnrollResult:
         threshold=bank.threshold.model_dump() if bank.threshold else None,
         notes=tuple(notes),
         seconds=round(time.perf_counter() - start, 2),
+        bundled=bank.model.bundled,
     )
 
 

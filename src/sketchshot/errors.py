@@ -34,6 +34,10 @@ class CheckpointError(SketchshotError):
     """A weights file or sidecar that is missing, tampered with or does not match."""
 
 
+class ExportError(SketchshotError):
+    """A model that could not be exported, or whose export does not compute what it does."""
+
+
 class WriteFailed(SketchshotError):
     """A file could not be written (no permission, I/O error); what was saved before it is
     left as it was."""

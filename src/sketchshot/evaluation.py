@@ -93,9 +93,11 @@ def draw_episodes(
     episodes: int,
     seed: int,
     class_names: tuple[str, ...] | None = None,
+    within_groups: bool = False,
 ) -> list[EpisodeIndex]:
-    """The seeded list of ``episodes`` episodes that evaluation with ``seed`` scores."""
-    sampler = EpisodeSampler(labels, n_way, n_shot, n_query, class_names)
+    """The seeded list of ``episodes`` episodes that evaluation with ``seed`` scores; with
+    ``within_groups``, each takes its classes from one top-level group."""
+    sampler = EpisodeSampler(labels, n_way, n_shot, n_query, class_names, float(within_groups))
     rng = np.random.default_rng([seed, 0x6576616C])
     return list(sampler.episodes(episodes, rng))
 

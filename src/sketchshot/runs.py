@@ -18,11 +18,18 @@ from rich.console import Console
 from sketchshot import distributed
 from sketchshot.card import DataSummary, ModelSpec, Preprocessing
 from sketchshot.checkpoint import atomic_write, read_card, save_model, write_error
-from sketchshot.config import Config, SupervisedSettings, TrainingConfig, to_toml
+from sketchshot.config import (
+    Config,
+    MethodSettings,
+    SupervisedSettings,
+    TrainingConfig,
+    to_toml,
+)
 from sketchshot.data.dataset import SketchDataset
+from sketchshot.data.pairs import PairSplit
 from sketchshot.errors import CheckpointError, ConfigError, DiskFull, WriteFailed
 from sketchshot.evaluation import embed, score_episodes
-from sketchshot.methods import Method
+from sketchshot.methods import METHODS, Method
 from sketchshot.methods.supervised import classification_metrics
 from sketchshot.training import BatchSource, FitResult, LoopSettings, Validator, fit
 
@@ -45,7 +52,10 @@ class TrainingJob:
     """One training run, as the engine built it from the config and the data.
 
     ``batches(ctx)`` gives this process's ``BatchSource`` once the processes have joined;
-    ``val_shots`` is the support size of the validation episodes."""
+    ``val_shots`` is the support size of the validation episodes. ``validator(device)``, where
+    given, is the run's own validation and the epoch record's key it monitors (pairwise: the
+    val log-loss); ``train`` is then what it trains on, by its origin and number of images
+    (a ``PairSplit``: pairs of image files)."""
 
     command: Literal["pretrain", "finetune"]
     cfg: Config
@@ -53,10 +63,11 @@ class TrainingJob:
     method: Method
     model: ModelSpec
     preprocessing: Preprocessing
-    train: SketchDataset
+    train: SketchDataset | PairSplit
     val: SketchDataset | None
     batches: Callable[[distributed.DistContext], BatchSource]
     val_shots: int = 1
+    validator: Callable[[Any], tuple[Validator | None, str]] | None = None
     notes: tuple[str, ...] = ()  # said once before training (what is held out, the init)
 
     def card(self) -> dict[str, Any]:
@@ -68,6 +79,28 @@ class TrainingJob:
             "data": DataSummary(origin=self.train.origin, images=len(self.train)),
             "config": self.cfg.model_dump(mode="json"),
         }
+
+
+def model_spec(
+    settings: MethodSettings,
+    encoder: str,
+    image_size: int,
+    init: str,
+    encoder_args: dict[str, Any] | None = None,
+) -> ModelSpec:
+    """The card's ``model`` block: registry names and arguments to rebuild the network.
+    ``encoder_args`` are ``create_encoder``'s but ``grad_checkpointing``, a way of training
+    that a saved model does not need."""
+    args = {**(encoder_args or {}), "image_size": image_size}
+    args.pop("grad_checkpointing", None)
+    return ModelSpec(
+        method=settings.name,
+        kind=METHODS.get(settings.name).kind,
+        method_args=settings.arguments(),
+        encoder=encoder,
+        encoder_args=args,
+        init=init,
+    )
 
 
 def new_run_dir(out: Path | None, command: str, method: str) -> Path:
@@ -116,9 +149,9 @@ def latest_run(kind: str | None = None, root: Path = RUNS) -> Path:
         if kind is None or card.model.kind == kind:
             candidates.append((sidecar.stat().st_mtime, sidecar.parent))
     if not candidates:
-        what = {"ssl": "pretrain", "fewshot": "finetune", "supervised": "finetune"}.get(
-            kind or "", "saved"
-        )
+        commands = {"ssl": "pretrain", "fewshot": "finetune", "supervised": "finetune",
+                    "pairwise": "pairwise finetune"}  # fmt: skip
+        what = commands.get(kind or "", "saved")
         raise CheckpointError(f"no {what} run found under {root}/; pass a run folder explicitly")
     return max(candidates)[1]
 
@@ -169,6 +202,8 @@ def job_validator(job: TrainingJob, device: Any) -> tuple[Validator | None, str]
     supervised method whose val split holds the train classes, its own accuracy, macro-F1 or
     loss (``best_metric``); otherwise few-shot episodes on the val classes (``val_acc``);
     without validation, the training loss."""
+    if job.validator is not None:
+        return job.validator(device)
     val, settings = job.val, job.method.settings
     if isinstance(settings, SupervisedSettings) and val is not None and len(val) > 0:
         if val.class_names == job.train.class_names:
@@ -246,11 +281,12 @@ def train_run(
         )
         if not quiet and ctx.is_main:
             procs = f", {ctx.world_size} processes" if ctx.enabled else ""
+            classes = len(job.train.class_names)
             for note in job.notes:
                 console.print(note, highlight=False, soft_wrap=True)
             console.print(
                 f"[bold]{job.command}[/] {job.model.method} on {job.train.origin}: "
-                f"{len(job.train)} images, {len(job.train.class_names)} classes, "
+                f"{len(job.train)} images{f', {classes} classes' if classes else ''}, "
                 f"{job.model.encoder} at {job.preprocessing.image_size}px, "
                 f"device {ctx.device}{procs} -> {run_dir}",
                 highlight=False,

@@ -11,11 +11,14 @@ from sketchshot.cli import (  # noqa: F401
     embed,
     enroll,
     evaluate,
+    export,
     finetune,
     import_weights,
     info,
+    plot,
     predict,
     pretrain,
+    sweep,
 )
 from sketchshot.cli.app import app
 

@@ -43,9 +43,11 @@ OnError = Annotated[
 ]
 
 
-def _counts_table(counts: dict[str, int], title: str, unit: str = "images") -> Table:
+def _counts_table(
+    counts: dict[str, int], title: str, unit: str = "images", key: str = "class"
+) -> Table:
     table = Table(title=title)
-    table.add_column("class")
+    table.add_column(key)
     table.add_column(unit, justify="right")
     for name, n in counts.items():
         table.add_row(escape(name), str(n))
@@ -311,3 +313,86 @@ def download(
         c.print(f"{got.path}: {got.size} bytes{resumed}, sha256 {got.sha256} ({check})")
 
     emit(as_json, asdict(got), human)
+
+
+@command(name="runs", on=data_app)
+def make_runs_command(
+    source: Source,
+    out: Annotated[
+        Path,
+        option("--out", help="new folder to write runNN/ into", default="required", panel=DATA),
+    ],
+    count: Annotated[
+        int, option("--count", help="number of runs", default="40", panel=DATA, min=1)
+    ] = 40,
+    ways: Annotated[
+        int,
+        option(
+            "--ways",
+            help="classes per run (a smaller group gives all of its classes)",
+            default="20",
+            panel=DATA,
+            min=2,
+        ),
+    ] = 20,
+    classes: Annotated[
+        list[str] | None,
+        option(
+            "--classes",
+            help="only these classes or top-level groups (globs, e.g. 'Sanskrit')",
+            default="all",
+            panel=DATA,
+        ),
+    ] = None,
+    exclude_classes: Annotated[
+        list[str] | None,
+        option(
+            "--exclude-classes",
+            help="leave out these classes or top-level groups (globs)",
+            default="none",
+            panel=DATA,
+        ),
+    ] = None,
+    image_size: Annotated[
+        int,
+        option(
+            "--image-size",
+            help="side of the written images in pixels (Omniglot's are 105)",
+            default="105",
+            panel=DATA,
+            min=8,
+            max=512,
+        ),
+    ] = 105,
+    seed: Annotated[
+        int,
+        option("--seed", help="seed of the draw of classes and drawers", default="0", panel=DATA),
+    ] = 0,
+    as_json: Json = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write one-shot classification runs in Omniglot's layout (runNN/training, runNN/test,
+    class_labels.txt), for 'evaluate --runs': each run within one top-level group (an
+    alphabet), one drawing per class by one drawer to learn from and one by another drawer to
+    classify, as in Lake et al. (2015)."""
+    from sketchshot.protocols.omniglot_runs import make_runs
+
+    runs = make_runs(
+        source, out, count, ways, seed, tuple(classes or ()), tuple(exclude_classes or ()),
+        image_size,
+    )  # fmt: skip
+    groups: dict[str, int] = {}
+    for run in runs:
+        groups[run.group] = groups.get(run.group, 0) + 1
+    summary = {
+        "out": str(out),
+        "runs": len(runs),
+        "groups": groups,
+        "ways": sorted({run.n_way for run in runs}),
+    }
+
+    def human(c: Console) -> None:
+        c.print(_counts_table(groups, f"{len(runs)} runs in {escape(str(out))}", "runs", "group"))
+
+    emit(as_json, summary, human)

@@ -22,6 +22,7 @@ FLAGS = (
     Flag("--replace", "replace", BANK, note=" (without it, such a clash is an error)"),
     Flag("--calibrate", "calibrate", CALIBRATION, note=" (leave-one-class-out episodes)"),
     Flag("--false-reject", "false_reject", CALIBRATION, note="; implies --calibrate"),
+    Flag("--bundle", "bundle", BANK, note="; --bank BANK --bundle bundles an existing bank"),
     Flag("--model", "model", MODEL),
     DEVICE,
 )
@@ -33,7 +34,9 @@ def enroll(
 ) -> None:
     """Encode support classes once into a class bank for predict; add, remove, calibrate.
 
-    A calibrated bank is calibrated again after classes are added or removed."""
+    A calibrated bank is calibrated again after classes are added or removed. A bank finds its
+    model by the model's sha256: --model, else its own copy (--bundle), else a model beside it
+    (model.json, or a run folder there), else the run folder it was encoded with."""
     cfg = given.model(EnrollConfig)
     from sketchshot import engine
 
@@ -42,10 +45,11 @@ def enroll(
     def human(c: Console) -> None:
         changes = [f"added {len(r.added)}"] if r.added else []
         changes += [f"removed {len(r.removed)}"] if r.removed else []
+        model = f"its own copy {r.bundled}" if r.bundled else r.model
         c.print(
             f"saved {escape(str(r.bank))}: {len(r.classes)} classes, "
             f"{sum(r.classes.values())} embeddings ({', '.join(changes) or 'unchanged'}); "
-            f"model {escape(r.model)}"
+            f"model {escape(model)}"
         )
         t = r.threshold
         if t is not None:

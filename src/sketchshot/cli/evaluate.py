@@ -25,6 +25,7 @@ from sketchshot.cli.options import (
     Verbose,
     option,
 )
+from sketchshot.cli.pairs import evaluate_pairs
 from sketchshot.cli.render import emit, note, stderr_console
 from sketchshot.config import Config, EvaluateConfig
 from sketchshot.errors import UsageError
@@ -44,6 +45,7 @@ FLAGS = (
     Flag("--labelled-fraction", "evaluate.labelled_fraction", EVALUATION),
     Flag("--runs", "evaluate.runs", EVALUATION, note="; implies --protocol runs"),
     Flag("--tta", "evaluate.tta", EVALUATION),
+    Flag("--within-groups", "evaluate.within_groups", EVALUATION),
     Flag(
         "--data",
         "data.source",
@@ -52,6 +54,9 @@ FLAGS = (
         default=MODELS,
     ),
     Flag("--classes", "data.classes", DATA, default=MODELS),
+    Flag("--pairs", "data.pairs", DATA, note="; scores a pairwise model", default=MODELS),
+    Flag("--min-agreement", "data.min_agreement", DATA, default=MODELS),
+    Flag("--min-reviewers", "data.min_reviewers", DATA, default=MODELS),
     Flag("--exclude-classes", "data.exclude_classes", DATA, default=MODELS),
     Flag("--seed", "seed", RUN, default=MODELS),
     Flag("--device", "device", RUN),
@@ -96,10 +101,17 @@ def evaluate(
 
     Data and split default to those the model was trained with; a new --data starts from
     default data settings. --json prints every figure with the exact settings, seed and the
-    model's sha256."""
+    model's sha256.
+
+    A pairwise model is scored on labelled pairs (by default the test split of those it was
+    trained on; --pairs CSV for others): accuracy with its 95% CI, and log-loss."""
     from sketchshot import engine
 
     base = engine.saved_config(model).model_copy(update={"device": "auto"})
+    if "data.pairs" in given.values or base.data.pairs is not None:  # a pairwise model
+        outputs = {"episodes_out": episodes_out, "save_grid": save_grid,
+                   "save_confusion": save_confusion}  # fmt: skip
+        return evaluate_pairs(given, base, config, outputs, model, as_json, quiet)
     if "data.source" in given.values:
         base = base.model_copy(update={"data": Config().data})
     implied = {"evaluate.protocol": "runs"} if "evaluate.runs" in given.values else {}
@@ -118,7 +130,10 @@ def evaluate(
 
 
 # the options that only some protocols read; with any other, a given one is a usage error
-EPISODE_KEYS = ("evaluate.n_way", "evaluate.n_shot", "evaluate.n_query", "evaluate.episodes")
+EPISODE_KEYS = (
+    "evaluate.n_way", "evaluate.n_shot", "evaluate.n_query", "evaluate.episodes",
+    "evaluate.within_groups",
+)  # fmt: skip
 READ_BY = {
     **dict.fromkeys(EPISODE_KEYS, ("episodes",)),
     "evaluate.draws": ("knn", "linear"),
@@ -178,4 +193,6 @@ def print_evaluation(c: Console, r: Any) -> None:
     for run in r.details.get("runs", []):
         c.print(f"{run['run']}: error rate {100 * run['error_rate']:.1f}%")
     if "runs" in r.details:
-        c.print(f"[bold]mean error rate {100 * r.details['mean_error_rate']:.2f}%[/]")
+        ci = r.details.get("error_ci95")
+        within = f" ± {100 * ci:.2f}%" if ci is not None and ci == ci else ""
+        c.print(f"[bold]mean error rate {100 * r.details['mean_error_rate']:.2f}%{within}[/]")

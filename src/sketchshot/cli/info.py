@@ -22,8 +22,9 @@ from sketchshot.cli.render import emit
 Card = Annotated[
     Path | None,
     typer.Argument(
-        help="Run folder, model.json or a class bank's JSON. [default: the newest run under "
-        "./runs]",
+        help=escape(
+            "Run folder, model.json or a class bank's JSON. [default: the newest run under ./runs]"
+        ),
         show_default=False,
     ),
 ]
@@ -93,6 +94,12 @@ def bank_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
         ),
         ("encoded with", f"{built.get('method')} / {built.get('encoder')} at {built.get('path')}"),
         ("model sha256", built.get("sha256")),
+        (
+            "bundled",
+            f"yes: its own copy of the model, {built['bundled']}, beside it"
+            if built.get("bundled")
+            else "no: the model is found by --model, beside the bank or at the path above",
+        ),
         ("reject threshold", threshold),
         ("sketchshot", card.get("sketchshot_version")),
         *integrity_fields(card),

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from sketchshot.cli.app import command
 from sketchshot.cli.options import DEVICE, MODEL, OUTPUT, RUN, Flag, Given, Quiet, Verbose, option
+from sketchshot.cli.pairs import predict_pairs
 from sketchshot.cli.render import print_error, stderr_console, stdout_console, to_json
 from sketchshot.config import PredictConfig
 from sketchshot.errors import ConfigError
@@ -22,6 +23,7 @@ FLAGS = (
     Flag("--bank", "bank", MODEL, note=" (BANK, BANK.json or BANK.safetensors)"),
     Flag("--support", "support", MODEL, note=", encoded on each call (enroll it once instead)"),
     Flag("--model", "model", MODEL),
+    Flag("--pairs", "pairs", MODEL, note=" (instead of images, --bank and --support)"),
     Flag("--top-k", "top_k", LABELS),
     Flag(
         "--reject-below",
@@ -98,13 +100,17 @@ def predict(
 
     The best class and its probability, the top-k scores, the similarity to the nearest class,
     and 'unknown' when that is below a reject threshold. An unreadable image gets a row with
-    its error; the exit code is then 1."""
+    its error; the exit code is then 1.
+
+    With --pairs CSV, a pairwise model (--model) gives P(a preferred over b) of each pair."""
     if as_json and as_csv:
         raise ConfigError("choose one of --json and --csv")
     inputs = tuple(images or ())
     if "-" in inputs and sys.stdin.isatty():
         raise ConfigError("- reads image paths from stdin, but stdin is a terminal")
     cfg = given.model(PredictConfig, inputs=inputs)
+    if cfg.pairs is not None:
+        return predict_pairs(cfg, as_json, as_csv)
     from sketchshot import engine
 
     streaming = as_json or as_csv

@@ -4,13 +4,14 @@ not a terminal (``info RUN | cat``, ``predict ... > out.txt``), strict JSON, one
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+
+from sketchshot.card import finite
 
 # Wide enough for any table row or path; rich then sizes tables to their content.
 UNBOUNDED = 100_000
@@ -43,17 +44,7 @@ def note(console: Console, message: str) -> None:
 
 def to_json(payload: Any) -> str:
     """Strict JSON: NaN and infinities (a CI over one episode, say) become null."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [clean(v) for v in value]
-        return value
-
-    return json.dumps(clean(payload), default=str, allow_nan=False)
+    return json.dumps(finite(payload), default=str, allow_nan=False)
 
 
 def emit(as_json: bool, payload: Any, human: Callable[[Console], None]) -> None:

@@ -61,8 +61,9 @@ def command_flags(model: tuple[Flag, ...], section: str, own: tuple[Flag, ...]) 
     """A training command's options, panel by panel: model, data, training, views, run."""
     encoder = (
         Flag("--drop-path", "encoder.drop_path", MODEL),
-        Flag("--grad-checkpointing", "encoder.grad_checkpointing", TRAINING),
+        Flag("--encoder-width", "encoder.width", MODEL),
     )
+    memory = Flag("--grad-checkpointing", "encoder.grad_checkpointing", TRAINING)
     views = (
         Flag("--crop", f"{section}.views.crop", VIEWS),
         Flag("--flip", f"{section}.views.flip", VIEWS),
@@ -77,7 +78,7 @@ def command_flags(model: tuple[Flag, ...], section: str, own: tuple[Flag, ...]) 
         Flag("--partial-p", f"{section}.views.partial_p", VIEWS),
         Flag("--line-width-jitter", f"{section}.views.line_width_jitter", VIEWS),
     )
-    return (*model, encoder[0], *DATA_FLAGS, *training_flags(section), *own, encoder[1], *views,
+    return (*model, *encoder, *DATA_FLAGS, *training_flags(section), *own, memory, *views,
             *RUN_FLAGS)  # fmt: skip
 
 

@@ -81,8 +81,22 @@ def refuse_small_classes(
         )
 
 
+def class_groups(class_names: Sequence[str]) -> np.ndarray:
+    """The top-level group of each class, as indices: ``Greek/alpha`` and ``Greek/beta@rot90``
+    share the group ``Greek``; a class name without a ``/`` is a group of its own."""
+    tops = [name.split("/", 1)[0] if "/" in name else name for name in class_names]
+    lookup = {top: i for i, top in enumerate(dict.fromkeys(tops))}
+    return np.asarray([lookup[top] for top in tops], dtype=np.int64)
+
+
 class EpisodeSampler:
     """Draws episodes from ``labels`` with a seeded generator.
+
+    With ``within_groups`` p > 0, that share of the episodes takes all its classes from one
+    top-level group (an alphabet: similar characters, the hard negatives of Omniglot's
+    one-shot runs). Such a group is drawn in proportion to its classes among the groups that
+    have at least ``n_way``; with p = 1 and none, or with no group of ``n_way`` classes at all,
+    it fails.
 
     Fails loudly, naming the classes, when a class has fewer than ``n_shot + n_query`` items or
     there are fewer than ``n_way`` classes."""
@@ -94,10 +108,12 @@ class EpisodeSampler:
         n_shot: int,
         n_query: int,
         class_names: tuple[str, ...] | None = None,
+        within_groups: float = 0.0,
     ) -> None:
         labels_np = labels.cpu().numpy()
         n_classes = int(labels_np.max()) + 1 if labels_np.size else 0
         names = class_names or tuple(str(i) for i in range(n_classes))
+        self.names = names[:n_classes]
         self.by_class = [np.flatnonzero(labels_np == c) for c in range(n_classes)]
         refuse_small_classes(
             [len(ix) for ix in self.by_class],
@@ -109,9 +125,34 @@ class EpisodeSampler:
         if n_classes < n_way:
             raise DataError(f"{n_way}-way episodes need {n_way} classes, the data has {n_classes}")
         self.n_way, self.n_shot, self.n_query = n_way, n_shot, n_query
+        self.within_groups = within_groups
+        self.group_classes: list[np.ndarray] = []
+        if within_groups > 0:
+            groups = class_groups(names[:n_classes])
+            members = [np.flatnonzero(groups == g) for g in range(int(groups.max()) + 1)]
+            self.group_classes = [m for m in members if m.size >= n_way]
+            if not self.group_classes:
+                largest = max(m.size for m in members)
+                raise DataError(
+                    f"{n_way}-way episodes within one group need a group of {n_way} classes; "
+                    f"the largest has {largest} (groups are the top-level folders)"
+                )
+            self.group_weights = np.asarray([m.size for m in self.group_classes], dtype=float)
+            self.group_weights /= self.group_weights.sum()
+
+    @property
+    def left_out_groups(self) -> int:
+        """Groups too small for a ``n_way``-way episode of their own (never drawn within)."""
+        if not self.group_classes:
+            return 0
+        return len(set(class_groups(self.names).tolist())) - len(self.group_classes)
 
     def sample(self, rng: np.random.Generator) -> EpisodeIndex:
-        classes = rng.choice(len(self.by_class), self.n_way, replace=False)
+        pool: int | np.ndarray = len(self.by_class)
+        p = self.within_groups
+        if p >= 1 or (p > 0 and rng.random() < p):
+            pool = self.group_classes[rng.choice(len(self.group_classes), p=self.group_weights)]
+        classes = rng.choice(pool, self.n_way, replace=False)
         support, query = [], []
         for c in classes:
             pick = rng.choice(self.by_class[c], self.n_shot + self.n_query, replace=False)

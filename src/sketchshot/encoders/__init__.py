@@ -18,6 +18,7 @@ IMAGENET_ENCODERS = (ResNetEncoder, SwinT)
 OPTIONAL_SETTINGS = {
     "drop_path": "drop path (stochastic depth)",
     "grad_checkpointing": "gradient checkpointing",
+    "width": "width setting",
 }
 
 
@@ -27,11 +28,15 @@ def takes(name: str, setting: str) -> bool:
 
 
 def encoder_arguments(config: EncoderConfig, image_size: int) -> dict[str, object]:
-    """``create_encoder``'s arguments for ``config``: the image size, and ``drop_path`` and
-    ``grad_checkpointing`` where set. An encoder without such a setting refuses it (a
+    """``create_encoder``'s arguments for ``config``: the image size, and ``drop_path``,
+    ``grad_checkpointing`` and ``width`` where set. An encoder without such a setting refuses it (a
     ConfigError) rather than ignoring it."""
     args: dict[str, object] = {"image_size": image_size}
-    given = {"drop_path": config.drop_path, "grad_checkpointing": config.grad_checkpointing}
+    given = {
+        "drop_path": config.drop_path,
+        "grad_checkpointing": config.grad_checkpointing,
+        "width": config.width,
+    }
     for setting, value in given.items():
         if value is None or value is False:
             continue

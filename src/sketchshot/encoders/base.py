@@ -31,3 +31,25 @@ class Encoder(nn.Module):
 
 def create_encoder(name: str, **kwargs: object) -> Encoder:
     return ENCODERS.create(name, **kwargs)
+
+
+def last_stage(encoder: nn.Module) -> list[nn.Module]:
+    """The modules of ``encoder``'s last stage, what ``--freeze partial`` leaves to train:
+    below wrappers with one child that has parameters, the last child that has them (conv4's
+    last block, a ResNet's ``layer4``), and where that is a single layer after the stages (a
+    projection, a norm), those layers with the last stage before them (sketch_cnn's last block
+    and projection; swin_t's last stage and norm)."""
+    module = encoder
+    while len(children := _with_parameters(module)) == 1:
+        module = children[0]
+    stage: list[nn.Module] = []
+    for child in reversed(_with_parameters(module)):
+        if _with_parameters(child):  # a container of layers: a stage, or the stages
+            inner = _with_parameters(child)
+            return [inner[-1] if stage else child, *stage]
+        stage.insert(0, child)
+    return stage
+
+
+def _with_parameters(module: nn.Module) -> list[nn.Module]:
+    return [c for c in module.children() if any(True for _ in c.parameters())]

@@ -5,6 +5,7 @@ training loop (``sketchshot.training.fit``) and ``score(...)`` to episode evalua
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypedDict
 
 import torch
@@ -27,11 +28,25 @@ class StepOutput(TypedDict):
     metrics: dict[str, torch.Tensor]  # scalars to log (accuracy of the step, ...)
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How a method scores query embeddings against support embeddings, as ``export`` writes it
+    down: the rule in words and the learned scalars it uses, and, where the scoring is learned,
+    the module that does it on embeddings alone: ``module(*inputs)``, each input [N_i, D] with
+    N_i free, returns ``output``."""
+
+    rule: str
+    parameters: dict[str, float] = field(default_factory=dict)
+    module: nn.Module | None = None
+    inputs: tuple[str, ...] = ()
+    output: str = ""
+
+
 class Method(nn.Module):
     """An encoder plus what a method adds to it (heads, target networks). Its typed settings
     (``Settings``, in sketchshot.config) hold its defaults; views are the data side's."""
 
-    kind: ClassVar[Literal["ssl", "fewshot", "supervised"]]
+    kind: ClassVar[Literal["ssl", "fewshot", "supervised", "pairwise"]]
     Settings: ClassVar[type[MethodSettings]]
 
     def __init__(self, encoder: Encoder, settings: MethodSettings | None = None) -> None:
@@ -66,6 +81,13 @@ class Method(nn.Module):
         """The model that validation scores and that a saved ``model.safetensors`` holds: the
         method itself, or the average of its weights where it keeps one (EMA)."""
         return self
+
+    def scoring(self) -> Scoring:
+        """What ``score`` does, for a model exported without its Python code."""
+        return Scoring(
+            f"logits: cosine similarity of each query embedding to each class mean of the "
+            f"support embeddings, divided by {COSINE_TEMPERATURE}; probabilities: their softmax"
+        )
 
     def score(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int

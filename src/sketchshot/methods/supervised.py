@@ -16,7 +16,7 @@ from torch import nn
 
 from sketchshot.config import SupervisedSettings
 from sketchshot.encoders import Encoder
-from sketchshot.methods.base import METHODS, Method, StepOutput
+from sketchshot.methods.base import METHODS, Method, Scoring, StepOutput
 from sketchshot.methods.ssl.byol import ema_update
 from sketchshot.protocols.metrics import macro_f1
 
@@ -159,6 +159,16 @@ class Supervised(Method):
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Class logits [B, n_classes] of encoder features [B, D]."""
         return self.head(features)
+
+    def scoring(self) -> Scoring:
+        few_shot = super().scoring()
+        return Scoring(
+            "the scoring module is the classifier head: logits [B, n_classes] of the train "
+            f"classes (class_names) from embeddings; few-shot classes: {few_shot.rule}",
+            module=self.head,
+            inputs=("embeddings",),
+            output="logits",
+        )
 
     def training_step(self, batch: LabelledBatch) -> StepOutput:
         images, labels = batch

@@ -11,7 +11,7 @@ import torch
 
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.episode_file import load_episodes, save_episodes
-from sketchshot.data.episodes import EpisodeIndex
+from sketchshot.data.episodes import EpisodeIndex, class_groups
 from sketchshot.evaluation import draw_episodes, episode_accuracies, predict_episodes
 from sketchshot.methods import Method
 from sketchshot.pictures import episode_grid, save_png
@@ -31,20 +31,24 @@ def episodes_protocol(
     episodes_in: Path | None = None,
     episodes_out: Path | None = None,
     grid: Path | None = None,
+    within_groups: bool = False,
 ) -> ProtocolReport:
     """Mean episode accuracy and 95% CI; the confusion counts every query over dataset classes.
 
     With ``episodes_in`` the saved list replaces the seeded draw (and its way, shot, query and
     count replace those given). ``episodes_out`` saves the list scored; ``grid`` draws the
-    first episode."""
+    first episode. ``within_groups`` draws each episode's classes from one top-level group."""
     source = {"seed": seed, "drawn": True}
     if episodes_in is not None:
         episodes, file = load_episodes(episodes_in, dataset)
         source = {"file": str(episodes_in), "seed": file.seed, "drawn": False}
     else:
         episodes = draw_episodes(
-            dataset.labels, n_way, n_shot, n_query, count, seed, dataset.class_names
-        )
+            dataset.labels, n_way, n_shot, n_query, count, seed, dataset.class_names,
+            within_groups,
+        )  # fmt: skip
+        source["within_groups"] = within_groups
+    notes = _left_out_groups(dataset.class_names, n_way) if within_groups else []
     first = episodes[0]
     predictions = predict_episodes(method, embeddings, episodes)
     accuracies = episode_accuracies(predictions, episodes)
@@ -52,7 +56,9 @@ def episodes_protocol(
     truth = np.repeat(classes, first.n_query, axis=1)
     predicted = np.take_along_axis(classes, predictions, axis=1)
     n_classes = len(dataset.class_names)
-    figure = Figure.of(first.n_way, f"{first.n_shot}-shot, {first.n_query} queries", accuracies)
+    within = ", within one group" if source.get("within_groups") else ""
+    name = f"{first.n_shot}-shot, {first.n_query} queries{within}"
+    figure = Figure.of(first.n_way, name, accuracies)
     report = ProtocolReport(
         [figure],
         dataset.class_names,
@@ -62,6 +68,7 @@ def episodes_protocol(
                 "n_way": first.n_way, "n_shot": first.n_shot, "n_query": first.n_query,
                 "count": len(episodes),
             },
+            "notes": notes,
         },
     )  # fmt: skip
     if episodes_out is not None:
@@ -69,6 +76,20 @@ def episodes_protocol(
     if grid is not None:
         save_png(_grid(dataset, first, predictions[0], figure), grid)
     return report
+
+
+def _left_out_groups(class_names: tuple[str, ...], n_way: int) -> list[str]:
+    """A note naming the groups too small for an ``n_way``-way episode of their own."""
+    groups = class_groups(class_names)
+    tops = list(dict.fromkeys(n.split("/", 1)[0] for n in class_names))
+    sizes = np.bincount(groups, minlength=len(tops))
+    small = [f"{tops[g]} ({sizes[g]})" for g in range(len(tops)) if sizes[g] < n_way]
+    if not small:
+        return []
+    return [
+        f"episodes within one group: {len(tops) - len(small)} of {len(tops)} groups have "
+        f"{n_way} classes; left out: {', '.join(small[:5])}{' ...' if len(small) > 5 else ''}"
+    ]
 
 
 def _grid(dataset: SketchDataset, episode: EpisodeIndex, predicted: np.ndarray, figure: Figure):

@@ -10,6 +10,8 @@ training drawing that ``method.score`` rates highest."""
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -17,7 +19,11 @@ from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 
+from sketchshot.config import DataConfig
+from sketchshot.data.dataset import SketchDataset
+from sketchshot.data.episodes import class_groups
 from sketchshot.data.folder import IMAGE_SUFFIXES, decode_sketch, read_image_bytes, read_member
 from sketchshot.errors import DataError
 from sketchshot.evaluation import embed
@@ -154,6 +160,137 @@ def runs_protocol(
          "queries": int(run.test.shape[0])}
         for run, e in zip(runs, errors, strict=True)
     ]  # fmt: skip
-    figure = Figure.of(int(runs[0].training.shape[0]), "one-shot runs", 1 - errors)
-    details = {"runs": per_run, "mean_error_rate": float(errors.mean())}
+    ways = sorted({int(run.training.shape[0]) for run in runs})
+    setting = "one-shot runs" if len(ways) == 1 else f"one-shot runs ({ways[0]}-{ways[-1]} classes)"
+    figure = Figure.of(ways[-1], setting, 1 - errors)
+    details = {"runs": per_run, "mean_error_rate": float(errors.mean()), "error_ci95": figure.ci95}
     return ProtocolReport([figure], (), None, details)
+
+
+# ---- writing runs of our own, in the same layout -------------------------------------------
+
+DRAWER = re.compile(r"[_-](\d+)$")  # Omniglot: <character>_<drawer>.png; built-in: drawer-NN
+
+
+def drawers(dataset: SketchDataset) -> np.ndarray:
+    """The drawer of each image: the number after the last ``_`` or ``-`` of its file name
+    where every name has one (Omniglot's ``0709_04.png``: drawer 4; built-in ``drawer-04``),
+    else its position within its class (the k-th drawing of each class stands for drawer k)."""
+    found = [DRAWER.search(PurePosixPath(s).stem) for s in dataset.sources]
+    if all(found):
+        return np.asarray([int(m.group(1)) for m in found if m])
+    labels = dataset.labels.numpy()
+    position = np.empty(labels.size, dtype=np.int64)
+    for c in range(len(dataset.class_names)):
+        where = np.flatnonzero(labels == c)
+        position[where] = np.arange(where.size)
+    return position
+
+
+@dataclass(frozen=True)
+class RunDraw:
+    """One run to write: dataset indices of its ``training`` drawings (one per class, by
+    ``drawers[0]``) and ``test`` drawings (the same classes, by ``drawers[1]``, shuffled)."""
+
+    name: str
+    group: str
+    training: np.ndarray
+    test: np.ndarray
+    drawers: tuple[int, int]
+
+    @property
+    def n_way(self) -> int:
+        return int(self.training.size)
+
+
+def draw_runs(dataset: SketchDataset, count: int, n_way: int, seed: int) -> list[RunDraw]:
+    """``count`` seeded runs in the manner of Lake et al.: each within one top-level group
+    (run i in group i mod the number of groups, taken in name order), ``n_way`` of its classes
+    (all of them in a smaller group), training drawings by one drawer and test drawings by
+    another, both having drawn every class of the run."""
+    if count < 1:
+        raise DataError("--count must be at least 1")
+    groups = class_groups(dataset.class_names)
+    tops = list(dict.fromkeys(n.split("/", 1)[0] for n in dataset.class_names))
+    by = drawers(dataset)
+    labels = dataset.labels.numpy()
+    rng = np.random.default_rng([seed, 0x72756E73])
+    runs = []
+    for i in range(count):
+        g = i % len(tops)
+        members = np.flatnonzero(groups == g)
+        if members.size < 2:
+            raise DataError(f"group {tops[g]!r} has {members.size} class; a run needs 2")
+        classes = np.sort(rng.choice(members, min(n_way, members.size), replace=False))
+        # drawers who drew every class of the run, and the image of each (class, drawer)
+        image = {(int(labels[j]), int(by[j])): j for j in np.flatnonzero(np.isin(labels, classes))}
+        common = sorted(set.intersection(*({d for c2, d in image if c2 == c} for c in classes)))
+        if len(common) < 2:
+            raise DataError(
+                f"group {tops[g]!r}: fewer than 2 drawers drew all of {classes.size} classes"
+            )
+        first, second = (int(d) for d in rng.choice(common, 2, replace=False))
+        training = np.asarray([image[(int(c), first)] for c in classes])
+        test = rng.permutation(np.asarray([image[(int(c), second)] for c in classes]))
+        runs.append(RunDraw(f"run{i + 1:02d}", tops[g], training, test, (first, second)))
+    return runs
+
+
+def write_runs(dataset: SketchDataset, out: Path, runs: list[RunDraw]) -> None:
+    """Write ``runs`` under ``out`` in Omniglot's one-shot layout (``read_runs`` reads it):
+    ``runNN/training/classKK.png`` in class order, ``runNN/test/itemKK.png`` and
+    ``runNN/class_labels.txt``, black strokes on white as the upstream PNGs. All or nothing:
+    written beside ``out`` and renamed onto it; an existing non-empty ``out`` is refused."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"--out {out} exists and is not an empty folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for run in runs:
+            training = [f"{run.name}/training/class{k + 1:02d}.png" for k in range(run.n_way)]
+            position = {int(dataset.labels[i]): k for k, i in enumerate(run.training)}
+            lines = []
+            for k, index in enumerate(run.test):
+                item = f"{run.name}/test/item{k + 1:02d}.png"
+                lines.append(f"{item} {training[position[int(dataset.labels[index])]]}")
+                _save(dataset, int(index), tmp / item)
+            for name, index in zip(training, run.training, strict=True):
+                _save(dataset, int(index), tmp / name)
+            (tmp / run.name / "class_labels.txt").write_text("\n".join(lines) + "\n")
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"cannot write the runs to {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _save(dataset: SketchDataset, index: int, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(255 - dataset.images[index, 0].numpy()).save(path, format="PNG")
+
+
+def make_runs(
+    source: str,
+    out: Path,
+    count: int,
+    n_way: int,
+    seed: int,
+    classes: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    image_size: int = 105,
+) -> list[RunDraw]:
+    """Draw ``count`` runs from the classes of ``source`` (a sketch source; ``classes`` and
+    ``exclude`` are globs of classes or whole top-level groups) and write them under ``out``."""
+    from sketchshot.data import load_source
+    from sketchshot.data.dataset import filter_classes
+
+    dataset = load_source(source, image_size, DataConfig(source=source))
+    dataset = filter_classes(dataset, classes, exclude)
+    runs = draw_runs(dataset, count, n_way, seed)
+    write_runs(dataset, out, runs)
+    return runs

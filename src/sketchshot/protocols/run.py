@@ -90,7 +90,7 @@ def run_protocol(
         episodes_in = Path(e.episodes_in) if e.episodes_in is not None else None
         report = episodes_protocol(
             method, embeddings, dataset, e.n_way, e.n_shot, e.n_query, e.episodes, cfg.seed,
-            episodes_in, episodes_out, save_grid,
+            episodes_in, episodes_out, save_grid, e.within_groups,
         )  # fmt: skip
     elif e.protocol == "classifier":
         report = classify_protocol(

@@ -9,7 +9,7 @@ from torch import nn
 
 from sketchshot.config import MatchingSettings
 from sketchshot.encoders import Encoder
-from sketchshot.methods.base import METHODS
+from sketchshot.methods.base import METHODS, Scoring
 from sketchshot.methods.fewshot.base import FewShotMethod
 
 
@@ -37,9 +37,23 @@ class MatchingNetworks(FewShotMethod):
         if self.log_scale is not None:
             cos = F.normalize(query, dim=-1) @ F.normalize(support, dim=-1).T
             return cos * self.log_scale.exp()
-        q, s = query.shape[0], support.shape[0]
-        pairs = torch.cat([query[:, None].expand(q, s, -1), support[None].expand(q, s, -1)], -1)
-        return self.scorer(pairs).squeeze(-1)
+        return pair_attention(self.scorer, query, support)
+
+    def scoring(self) -> Scoring:
+        weights = "each class's probability is the sum of the weights of its support embeddings"
+        if self.log_scale is not None:
+            return Scoring(
+                "attention: softmax over the support embeddings of their cosine similarity to "
+                f"the query embedding, times scale; {weights}",
+                {"scale": float(self.log_scale.detach().exp())},
+            )
+        return Scoring(
+            "the scoring module gives attention logits of each query embedding over each "
+            f"support embedding; attention: their softmax over the support embeddings; {weights}",
+            module=PairAttention(self.scorer),
+            inputs=("query", "support"),
+            output="attention_logits",
+        )
 
     def score(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int
@@ -48,3 +62,22 @@ class MatchingNetworks(FewShotMethod):
         attention = self.attention_logits(support, query).softmax(dim=-1)  # [Q, S]
         probs = attention @ F.one_hot(support_labels, n_way).to(attention.dtype)
         return probs.clamp(min=1e-8).log()
+
+
+def pair_attention(scorer: nn.Module, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """Attention logits [Q, S] of query embeddings [Q, D] over support embeddings [S, D], by
+    ``scorer`` over each concatenated [query; support] pair."""
+    q, s = query.shape[0], support.shape[0]
+    pairs = torch.cat([query[:, None].expand(q, s, -1), support[None].expand(q, s, -1)], -1)
+    return scorer(pairs).squeeze(-1)
+
+
+class PairAttention(nn.Module):
+    """``pair_attention`` as a module of (query [Q, D], support [S, D]), for export."""
+
+    def __init__(self, scorer: nn.Module) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        return pair_attention(self.scorer, query, support)

@@ -9,7 +9,7 @@ from torch import nn
 
 from sketchshot.config import ProtoNetSettings
 from sketchshot.encoders import Encoder
-from sketchshot.methods.base import METHODS, prototypes
+from sketchshot.methods.base import METHODS, Scoring, prototypes
 from sketchshot.methods.fewshot.base import FewShotMethod
 
 
@@ -24,6 +24,18 @@ class ProtoNet(FewShotMethod):
         super().__init__(encoder, settings)
         self.distance = self.settings.distance
         self.log_scale = nn.Parameter(torch.tensor(2.3)) if self.distance == "cosine" else None
+
+    def scoring(self) -> Scoring:
+        if self.log_scale is None:
+            return Scoring(
+                "logits: negative squared Euclidean distance of each query embedding to each "
+                "class mean of the support embeddings; probabilities: their softmax"
+            )
+        return Scoring(
+            "logits: cosine similarity of each query embedding to each class mean of the "
+            "support embeddings, times scale; probabilities: their softmax",
+            {"scale": float(self.log_scale.detach().exp())},
+        )
 
     def score(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int

@@ -9,7 +9,7 @@ from torch import nn
 
 from sketchshot.config import RelationSettings
 from sketchshot.encoders import Encoder
-from sketchshot.methods.base import METHODS, prototypes
+from sketchshot.methods.base import METHODS, Scoring, prototypes
 from sketchshot.methods.fewshot.base import FewShotMethod
 
 
@@ -29,16 +29,21 @@ class RelationNetworks(FewShotMethod):
             nn.Linear(hidden_dim // 2, 1),
         )  # fmt: skip
 
+    def scoring(self) -> Scoring:
+        return Scoring(
+            "the scoring module gives relation scores in [0, 1] of each query embedding to each "
+            "prototype, the class means of the support embeddings; probabilities: the scores "
+            "divided by their sum",
+            module=RelationScores(self.relation),
+            inputs=("query", "prototypes"),
+            output="relation",
+        )
+
     def score(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int
     ) -> torch.Tensor:
         """Relation scores [Q, n_way] in [0, 1] of query [Q, D] against class prototypes."""
-        protos = prototypes(support, support_labels, n_way)
-        q = query.shape[0]
-        pairs = torch.cat(
-            [query[:, None].expand(q, n_way, -1), protos[None].expand(q, n_way, -1)], dim=-1
-        )
-        return torch.sigmoid(self.relation(pairs.flatten(0, 1))).view(q, n_way)
+        return relation_scores(self.relation, query, prototypes(support, support_labels, n_way))
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
         """Relation scores are independent sigmoids: normalise them to sum to one."""
@@ -47,3 +52,24 @@ class RelationNetworks(FewShotMethod):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """MSE of relation scores against one-hot targets, as in the paper."""
         return F.mse_loss(logits, F.one_hot(labels, logits.shape[1]).to(logits.dtype))
+
+
+def relation_scores(
+    relation: nn.Module, query: torch.Tensor, prototypes: torch.Tensor
+) -> torch.Tensor:
+    """Relation scores [Q, C] in [0, 1] of query embeddings [Q, D] against prototypes [C, D]
+    by ``relation`` over each concatenated [query; prototype] pair."""
+    q, c = query.shape[0], prototypes.shape[0]
+    pairs = torch.cat([query[:, None].expand(q, c, -1), prototypes[None].expand(q, c, -1)], -1)
+    return torch.sigmoid(relation(pairs.flatten(0, 1))).view(q, c)
+
+
+class RelationScores(nn.Module):
+    """``relation_scores`` as a module of (query [Q, D], prototypes [C, D]), for export."""
+
+    def __init__(self, relation: nn.Module) -> None:
+        super().__init__()
+        self.relation = relation
+
+    def forward(self, query: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        return relation_scores(self.relation, query, prototypes)

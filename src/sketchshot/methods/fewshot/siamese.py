@@ -9,7 +9,7 @@ from torch import nn
 
 from sketchshot.config import SiameseSettings
 from sketchshot.encoders import Encoder
-from sketchshot.methods.base import METHODS
+from sketchshot.methods.base import METHODS, Scoring
 from sketchshot.methods.fewshot.base import FewShotMethod
 
 
@@ -29,8 +29,17 @@ class SiameseNetworks(FewShotMethod):
 
     def pair_logits(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """Same-class logits [Q, S] of every query against every support embedding."""
-        diff = (query[:, None] - support[None]).abs()
-        return self.pair_head(diff).squeeze(-1)
+        return same_class_logits(self.pair_head, query, support)
+
+    def scoring(self) -> Scoring:
+        return Scoring(
+            "the scoring module gives same-class logits of each query embedding against each "
+            "support embedding; a class's logit is the largest over its support embeddings; "
+            "probabilities: their softmax",
+            module=PairLogits(self.pair_head),
+            inputs=("query", "support"),
+            output="pair_logits",
+        )
 
     def score(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, n_way: int
@@ -58,3 +67,22 @@ def best_per_class(pairs: torch.Tensor, support_labels: torch.Tensor, n_way: int
     """[Q, S] pair logits -> [Q, n_way]: each class's best logit over its support images."""
     mask = F.one_hot(support_labels, n_way).T.bool()  # [n_way, S]
     return pairs[:, None, :].masked_fill(~mask[None], float("-inf")).amax(dim=-1)
+
+
+def same_class_logits(
+    pair_head: nn.Module, query: torch.Tensor, support: torch.Tensor
+) -> torch.Tensor:
+    """Same-class logits [Q, S] of query embeddings [Q, D] against support embeddings [S, D],
+    by ``pair_head`` over each pair's absolute difference."""
+    return pair_head((query[:, None] - support[None]).abs()).squeeze(-1)
+
+
+class PairLogits(nn.Module):
+    """``same_class_logits`` as a module of (query [Q, D], support [S, D]), for export."""
+
+    def __init__(self, pair_head: nn.Module) -> None:
+        super().__init__()
+        self.pair_head = pair_head
+
+    def forward(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        return same_class_logits(self.pair_head, query, support)

@@ -1,0 +1,156 @@
+"""One-shot classification toward human level (issue 17): train on Omniglot's minimal
+background set (images_background_small1 or its pen strokes), score on development runs in
+Omniglot's one-shot layout built from the alphabets found only in images_background_small2
+(Japanese (katakana), Sanskrit, Tagalog: each run one alphabet, 20 characters or all 17 of
+Tagalog, one drawer to learn from and another to classify, every query scored on its own), and
+on the usual held-out episodes of those alphabets.
+
+  python benchmarks/one_shot_runs.py --idea baseline [--data png|strokes] [--epochs 10]
+      [--image-size 28] [--encoder conv4] [--init RUN] [--tta 8] [--set KEY=VALUE ...]
+
+The development runs are written once (``sketchshot data runs``, 60 runs, seed 0) under
+--runs-dir. Each call trains one idea and appends its row to
+benchmarks/results/one_shot_runs.md: error on the runs with its 95% CI (over runs), 5- and
+20-way 1-shot accuracy (1000 seeded episodes, 15 queries), 20-way episodes within one alphabet,
+training minutes and images/s."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from omniglot import OMNIGLOT, TEST_ZIP, TRAIN_ZIP, held_out, section  # noqa: E402
+
+from sketchshot import engine  # noqa: E402
+from sketchshot.config import Config, DataConfig, EncoderConfig  # noqa: E402
+from sketchshot.evaluation import (  # noqa: E402
+    draw_episodes,
+    embed,
+    episode_accuracies,
+    mean_ci95,
+    predict_episodes,
+)
+from sketchshot.protocols.omniglot_runs import make_runs, read_runs, runs_protocol  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "one_shot_runs.md"
+STROKES_ZIP = OMNIGLOT / "strokes_background_small1.zip"
+DEV_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
+HEADER = (
+    "| idea | data, encoder, size | settings | train min | images/s | dev-runs error "
+    "| 5-way 1-shot | 20-way 1-shot | 20-way within alphabet |\n"
+    "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+)
+
+
+def dev_runs(folder: Path, count: int = 60, seed: int = 0) -> Path:
+    """The development runs, written once from the small2-only alphabets."""
+    if not folder.exists():
+        make_runs(str(TEST_ZIP), folder, count, 20, seed, classes=DEV_ALPHABETS)
+    return folder
+
+
+def scores(model, runs_dir: Path, size: int, episodes: int, tta: int) -> dict:
+    """Dev-runs error and the held-out episode accuracies of ``model`` (mean, 95% CI)."""
+    cpu = torch.device("cpu")
+    runs = runs_protocol(model, read_runs(runs_dir, size), cpu, views=tta)
+    test = held_out(size)
+    emb = embed(model, test.images, cpu, views=tta)
+    out = {"error": (runs.details["mean_error_rate"], runs.figures[0].ci95)}
+    for key, n_way, within in (("5w", 5, False), ("20w", 20, False), ("20w_in", 20, True)):
+        drawn = draw_episodes(test.labels, n_way, 1, 15, episodes, 0, test.class_names, within)
+        acc = episode_accuracies(predict_episodes(model, emb, drawn), drawn)
+        out[key] = mean_ci95(acc)
+    return out
+
+
+def row(name: str, data: str, settings: str, minutes: float, rate: float, s: dict) -> str:
+    def pct(key: str) -> str:
+        mean, ci = s[key]
+        return f"{100 * mean:.1f} ± {100 * ci:.1f}%"
+
+    cells = [name, data, settings or "-", f"{minutes:.1f}", f"{rate:.0f}", pct("error"),
+             pct("5w"), pct("20w"), pct("20w_in")]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def parse_sets(items: list[str]) -> dict:
+    def value(v: str):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+
+    return {k: value(v) for k, v in (item.split("=", 1) for item in items)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idea", required=True, help="name of the row")
+    parser.add_argument("--data", choices=("png", "strokes"), default="png")
+    parser.add_argument("--method", default="protonet")
+    parser.add_argument("--encoder", default="conv4")
+    parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--init", default="scratch", help="scratch or a pretrain run folder")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of 100 episodes")
+    parser.add_argument("--minutes", type=float, help="stop after this many minutes instead")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--tta", type=int, default=1, help="test-time views (1: none)")
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/sketchshot-dev-runs"))
+    parser.add_argument("--keep", type=Path, help="keep the run folder as KEEP/<idea>")
+    args = parser.parse_args()
+
+    runs_dir = dev_runs(args.runs_dir)
+    overrides = parse_sets(args.set)
+    source = STROKES_ZIP if args.data == "strokes" else TRAIN_ZIP
+    data = DataConfig(
+        source=str(source), split_fractions=(1.0, 0.0, 0.0), image_size=args.image_size
+    )
+    settings = {
+        "init": args.init, "n_way": 60, "n_shot": 1, "n_query": 5, "episodes_per_epoch": 100,
+        "epochs": args.epochs if args.minutes is None else 10_000, "val_episodes": 0,
+        "strength": 1.0, "rotation_classes": True, "optim": {"schedule": "cosine", "lr": 1e-3},
+        **({"max_minutes": args.minutes} if args.minutes else {}), **overrides,
+    }  # fmt: skip
+    cfg = Config.model_validate(
+        {
+            "seed": args.seed,
+            "data": data.model_dump(),
+            "encoder": EncoderConfig(name=args.encoder).model_dump(),
+            "finetune": section(args.method, settings),
+        }
+    )
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = engine.finetune(cfg, (args.keep or Path(tmp)) / args.idea, quiet=True)
+        minutes = (time.perf_counter() - start) / 60
+        model, card = engine.load_model(run.run_dir)
+    model.eval()
+    size = card.preprocessing.image_size
+    s = scores(model, runs_dir, size, args.episodes, args.tta)
+    label = " ".join(f"{k}={v}" for k, v in overrides.items())
+    if args.tta > 1:
+        label = f"{label} tta={args.tta}".strip()
+    what = f"{args.data}, {args.encoder}, {size} px, {run.fit.epochs} ep"
+    if args.init != "scratch":
+        what += f", init {Path(args.init).name}"
+    line = row(args.idea, what, label, minutes, run.fit.images_per_s, s)
+    print(HEADER)
+    print(line, flush=True)
+    RESULTS.parent.mkdir(exist_ok=True)
+    if not RESULTS.exists():
+        RESULTS.write_text("# One-shot runs toward human level\n\n" + HEADER + "\n")
+    with open(RESULTS, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,9 @@ images through the encoder (as easyfsl's evaluation loop does), on the same seed
 Without --model, a randomly initialised conv4 ProtoNet is used: the point is speed and that
 both paths give the same predictions, not the accuracy itself. The re-encoding path runs the
 first --reencode episodes and is extrapolated to all of them (it takes about 10 minutes for
-10,000 on 2 cores); pass --reencode equal to --episodes to run it in full.
+10,000 on 2 cores); pass --reencode equal to --episodes to run it in full. The cached path
+embeds as evaluate does (BatchNorm folded into the convolutions); the re-encoding path calls
+the encoder as it is, as easyfsl does. Writes eval_speed.json to --out (benchmarks/results).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe, write_json  # noqa: E402
 from omniglot import held_out  # noqa: E402
 
 from sketchshot.checkpoint import load_model  # noqa: E402
@@ -57,6 +60,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--queries", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="folder of eval_speed.json")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     if args.model is not None:
@@ -126,6 +130,18 @@ def main() -> None:
         f"max per-episode accuracy difference {np.abs(acc_cached_subset - acc_fresh).max():.6f}; "
         f"{differing} of {fresh.size} query predictions differ"
     )
+    write_json(
+        "eval_speed",
+        {"machine": describe(), "command": " ".join(sys.argv), "model": name,
+         "setting": setting, "episodes": len(episodes), "reencoded": len(subset),
+         "cached_s": cached_total, "draw_s": drawing, "embed_s": embedding, "score_s": scoring,
+         "cached_episodes_per_s": len(episodes) / cached_total,
+         "reencode_s": reencode_total, "reencode_extrapolated": extrapolated,
+         "reencode_episodes_per_s": rate, "speedup": reencode_total / cached_total,
+         "accuracy_cached": float(acc_cached.mean()),
+         "predictions_differing": differing},
+        args.out,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -70,12 +70,63 @@ def scores(model, runs_dir: Path, size: int, episodes: int, tta: int) -> dict:
     return out
 
 
+class Ensemble(torch.nn.Module):
+    """Several ProtoNets as one: their embeddings side by side, so that the squared Euclidean
+    distance (and the score) is the sum of the members'."""
+
+    def __init__(self, models: list) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(models)
+        self.encoder = Concat([m.encoder for m in models])
+        self.score = models[0].score
+
+
+class Concat(torch.nn.Module):
+    def __init__(self, encoders: list) -> None:
+        super().__init__()
+        self.encoders = torch.nn.ModuleList(encoders)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([e(x) for e in self.encoders], dim=1)
+
+
+def rescore(args: argparse.Namespace, runs_dir: Path) -> None:
+    """Score saved runs (one, or an ensemble of several) without training."""
+    loaded = [engine.load_model(Path(m)) for m in args.models]
+    sizes = {card.preprocessing.image_size for _, card in loaded}
+    if (
+        len(sizes) != 1
+        or len(loaded) > 1
+        and any(card.model.method != "protonet" for _, card in loaded)
+    ):
+        raise SystemExit("an ensemble takes ProtoNet runs of one image size")
+    model = loaded[0][0] if len(loaded) == 1 else Ensemble([m for m, _ in loaded])
+    model.eval()
+    s = scores(model, runs_dir, sizes.pop(), args.episodes, args.tta)
+    names = ", ".join(Path(m).name for m in args.models)
+    what = f"ensemble of {len(loaded)}: {names}" if len(loaded) > 1 else f"saved run {names}"
+    label = f"tta={args.tta}" if args.tta > 1 else ""
+    minutes = sum(card.metrics.get("seconds", 0) / 60 for _, card in loaded)
+    record(row(args.idea, what, label, minutes, float("nan"), s))
+
+
+def record(line: str) -> None:
+    print(HEADER)
+    print(line, flush=True)
+    RESULTS.parent.mkdir(exist_ok=True)
+    if not RESULTS.exists():
+        RESULTS.write_text("# One-shot runs toward human level\n\n" + HEADER + "\n")
+    with open(RESULTS, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
 def row(name: str, data: str, settings: str, minutes: float, rate: float, s: dict) -> str:
     def pct(key: str) -> str:
         mean, ci = s[key]
         return f"{100 * mean:.1f} ± {100 * ci:.1f}%"
 
-    cells = [name, data, settings or "-", f"{minutes:.1f}", f"{rate:.0f}", pct("error"),
+    cells = [name, data, settings or "-", f"{minutes:.1f}", f"{rate:.0f}" if rate == rate else "-",
+             pct("error"),
              pct("5w"), pct("20w"), pct("20w_in")]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
@@ -106,9 +157,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/sketchshot-dev-runs"))
     parser.add_argument("--keep", type=Path, help="keep the run folder as KEEP/<idea>")
+    parser.add_argument(
+        "--models", nargs="+", help="score these saved runs (several: a ProtoNet ensemble)"
+    )
     args = parser.parse_args()
 
     runs_dir = dev_runs(args.runs_dir)
+    if args.models:
+        return rescore(args, runs_dir)
     overrides = parse_sets(args.set)
     source = STROKES_ZIP if args.data == "strokes" else TRAIN_ZIP
     data = DataConfig(
@@ -142,14 +198,7 @@ def main() -> None:
     what = f"{args.data}, {args.encoder}, {size} px, {run.fit.epochs} ep"
     if args.init != "scratch":
         what += f", init {Path(args.init).name}"
-    line = row(args.idea, what, label, minutes, run.fit.images_per_s, s)
-    print(HEADER)
-    print(line, flush=True)
-    RESULTS.parent.mkdir(exist_ok=True)
-    if not RESULTS.exists():
-        RESULTS.write_text("# One-shot runs toward human level\n\n" + HEADER + "\n")
-    with open(RESULTS, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+    record(row(args.idea, what, label, minutes, run.fit.images_per_s, s))
 
 
 if __name__ == "__main__":

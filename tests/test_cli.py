@@ -42,14 +42,14 @@ COMMON_TRAIN = {
     "--json", "--quiet", "--verbose", "--weight-decay", "--optimizer", "--schedule",
     "--warmup-epochs", "--checkpoint-every", "--patience", "--val-episodes", "--val-ways", "--amp",
     "--no-channels-last", "--accumulate", "--clip-grad", "--severity", "--elastic", "--cutout-p",
-    "--encoder-width",
+    "--encoder-width", "--compile", "--threads",
 }  # fmt: skip
 EVALUATE = {
     "--model", "--ways", "--shots", "--queries", "--episodes", "--split", "--data", "--classes",
     "--exclude-classes", "--config", "--seed", "--device", "--json", "--protocol",
     "--episodes-in", "--episodes-out", "--draws", "--labelled-fraction", "--runs", "--tta",
     "--save-grid", "--save-confusion", "--quiet", "--verbose", "--within-groups",
-    "--pairs", "--min-agreement", "--min-reviewers",
+    "--pairs", "--min-agreement", "--min-reviewers", "--threads",
 }  # fmt: skip
 DOCUMENTED = {
     "pretrain": COMMON_TRAIN | {
@@ -70,15 +70,20 @@ DOCUMENTED = {
     "enroll": {
         "--support", "--bank", "--out", "--model", "--classes", "--shots", "--remove",
         "--replace", "--calibrate", "--false-reject", "--bundle", "--device", "--json", "--quiet",
-        "--verbose",
+        "--verbose", "--threads",
     },
     "predict": {
         "images", "--support", "--bank", "--model", "--top-k", "--reject-below", "--json",
-        "--csv", "--batch-size", "--device", "--quiet", "--verbose", "--pairs",
+        "--csv", "--batch-size", "--device", "--quiet", "--verbose", "--pairs", "--threads",
+    },
+    "embed": {
+        "data", "--out", "--model", "--batch-size", "--device", "--threads", "--json", "--quiet",
+        "--verbose",
     },
     "info": {"model", "--json", "--quiet", "--verbose"},
     "export": {"run", "--format", "--out", "--force", "--json", "--quiet", "--verbose"},
-    "demo": {"--out", "--seed", "--device", "--json", "--quiet", "--verbose"},
+    "ensemble": {"runs", "--out", "--json", "--quiet", "--verbose"},
+    "demo": {"--out", "--seed", "--device", "--threads", "--json", "--quiet", "--verbose"},
     "sweep": {"--config", "--out", "--device", "--dry-run", "--json", "--quiet", "--verbose"},
     "plot": {"runs", "--out", "--x", "--metrics", "--labels", "--json", "--quiet", "--verbose"},
 }  # fmt: skip

@@ -371,7 +371,8 @@ def test_tta_averages_seeded_views(saved_model):
     images = images.unsqueeze(1)
     cpu = torch.device("cpu")
     plain_features = method.encoder(images.float() / 255).detach()
-    assert torch.equal(embed(method, images, cpu, views=1), plain_features)
+    # embed folds BatchNorm into the convolutions: the same features to float rounding
+    assert torch.allclose(embed(method, images, cpu, views=1), plain_features, atol=1e-6)
     four = embed(method, images, cpu, views=4, seed=5)
     assert torch.equal(four, embed(method, images, cpu, views=4, seed=5))
     assert not torch.allclose(four, plain_features, atol=1e-3)

@@ -18,7 +18,15 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from sketchshot.config import (
     METHOD_SETTINGS,
@@ -178,6 +186,11 @@ class ModelCard(DigestedCard):
         default_factory=dict, description="the resolved run config (see ``run_config``)"
     )
     metrics: dict[str, Any] = {}
+    members: tuple[ModelRef, ...] = Field(
+        (),
+        description="an ensemble's runs (``sketchshot ensemble``), in the order of its "
+        "encoder's members: where each was and the sha256 of its weights",
+    )
     weights: str = "model.safetensors"
     sha256: str
 
@@ -186,6 +199,14 @@ class ModelCard(DigestedCard):
     def _migrate(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("format_version") == 1:
             data = migrate_v1(data)
+        return data
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # a card of one run is written as before ensembles existed
+        data = handler(self)
+        if not data.get("members"):
+            data.pop("members", None)
         return data
 
     def run_config(self) -> Config:
@@ -262,6 +283,9 @@ class ModelRef(Card):
             method=card.model.method,
             encoder=card.model.encoder,
         )
+
+
+ModelCard.model_rebuild()  # ``members`` names ModelRef, defined after it
 
 
 class RejectThreshold(Card):

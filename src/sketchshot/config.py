@@ -39,6 +39,11 @@ except ModuleNotFoundError:  # Python 3.10: the backport that became tomllib
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Split = Literal["train", "val", "test", "all"]
+THREADS = (
+    "CPU threads to compute with (torch.set_num_threads); none: torch's default, one per core. "
+    "On a machine that other jobs share, fewer (often 1) run faster; there, also set "
+    "OMP_WAIT_POLICY=PASSIVE so that idle threads do not spin"
+)
 SPLITS = ("train", "val", "test")
 # The encoder registry's names (sketchshot.encoders.ENCODERS), kept here so that the CLI's
 # choices need no torch; a contract test checks that the two agree.
@@ -588,11 +593,21 @@ class TrainingConfig(Frozen):
     patience: int | None = Field(
         None, ge=1, description="stop after this many validations without improvement"
     )
-    amp: Literal["off", "bf16", "fp16"] = Field(
-        "off", description="mixed precision on CUDA (ignored on the CPU)"
+    amp: Literal["off", "bf16", "fp16", "auto"] = Field(
+        "off",
+        description="mixed precision (autocast; losses stay float32): bf16 on CUDA or on a CPU "
+        "with native bf16 (avx512_bf16 or amx_bf16; refused on other CPUs, where it is much "
+        "slower), fp16 on CUDA only; auto: bf16 where the device has it natively, else off",
     )
     channels_last: bool = Field(
         True, description="channels-last weights: faster convolutions on the CPU and on CUDA"
+    )
+    compile: Literal["off", "on", "auto"] = Field(
+        "off",
+        description="compile the training step with torch.compile: faster steps after a "
+        "warm-up of tens of seconds to minutes (on the CPU it needs a C++ compiler; if compiling "
+        "fails, training goes on eagerly after a note); auto: compile when, timed over its "
+        "first steps, the run has at least 10 more minutes to go",
     )
     optim: OptimConfig = OptimConfig()
 
@@ -708,6 +723,7 @@ class EvaluateConfig(Frozen):
 class Config(Frozen):
     seed: int = Field(0, description="seed of every random draw (data order, views, episodes)")
     device: Device = Field("auto", description="where to compute: auto, cpu, cuda or mps")
+    threads: int | None = Field(None, ge=1, description=THREADS)
     data: DataConfig = DataConfig()
     encoder: EncoderConfig = EncoderConfig()
     pretrain: PretrainConfig = PretrainConfig()
@@ -741,6 +757,7 @@ class EnrollConfig(Frozen):
         "beside it), so that the bank works wherever its BANK.* files go",
     )
     device: Device = Field("auto", description="where to compute: auto, cpu, cuda or mps")
+    threads: int | None = Field(None, ge=1, description=THREADS)
 
 
 class EmbedConfig(Frozen):
@@ -756,6 +773,7 @@ class EmbedConfig(Frozen):
     model: Path | None = Field(None, description="run folder; None: the newest run")
     batch_size: int = Field(256, ge=1, description="images encoded at a time")
     device: Device = Field("auto", description="where to compute: auto, cpu, cuda or mps")
+    threads: int | None = Field(None, ge=1, description=THREADS)
 
     @field_validator("out")
     @classmethod
@@ -786,6 +804,19 @@ class ExportConfig(Frozen):
     force: bool = Field(False, description="replace a previous export in --out")
 
 
+class EnsembleConfig(Frozen):
+    """One ``ensemble`` call: which runs, in which order, and where the model goes."""
+
+    runs: tuple[Path, ...] = Field(
+        (), description="run folders (or model.json files) of euclidean ProtoNets, two or more"
+    )
+    out: Path | None = Field(
+        None,
+        description="the folder to write model.safetensors and model.json into (None: a new "
+        "folder under runs/); one that holds a model is refused",
+    )
+
+
 class PredictConfig(Frozen):
     """One ``predict`` call: which images, against which classes, and what to report."""
 
@@ -807,6 +838,7 @@ class PredictConfig(Frozen):
     )
     batch_size: int = Field(256, ge=1, description="images read and embedded at a time")
     device: Device = Field("auto", description="where to compute: auto, cpu, cuda or mps")
+    threads: int | None = Field(None, ge=1, description=THREADS)
 
 
 SECTION_METHODS: dict[str, Mapping[str, type[MethodSettings]]] = {

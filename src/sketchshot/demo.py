@@ -73,7 +73,11 @@ def run_demo(
     ev = engine.evaluate(cfg, fin.run_dir)
     support, queries, truths = write_support_and_queries(cfg, out / "predict")
     request = PredictConfig(
-        inputs=tuple(str(q) for q in queries), model=fin.run_dir, support=support, device=cfg.device
+        inputs=tuple(str(q) for q in queries),
+        model=fin.run_dir,
+        support=support,
+        device=cfg.device,
+        threads=cfg.threads,
     )
     preds = engine.predict(request, quiet=True).rows
     rows = [p.as_dict() | {"truth": t} for p, t in zip(preds, truths, strict=True)]

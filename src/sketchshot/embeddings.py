@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from sketchshot.checkpoint import atomic_write
+from sketchshot.compute import inference_encoder
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.folder import UNLABELLED
 from sketchshot.evaluation import embed
@@ -23,9 +24,10 @@ def encode_in_batches(
 ) -> torch.Tensor:
     """Features [N, D] (float32, on the CPU) of every image, ``advance(n)`` after each batch."""
     out = []
+    encoder = inference_encoder(method.encoder, device)  # made once, for every batch
     for start in range(0, len(dataset), batch_size):
         chunk = dataset.images[start : start + batch_size]
-        out.append(embed(method, chunk, device, batch_size).float().cpu())
+        out.append(embed(method, chunk, device, batch_size, encoder=encoder).float().cpu())
         advance(chunk.shape[0])
     return torch.cat(out)
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from sketchshot import __version__
+from sketchshot import __version__, compute
 from sketchshot.bank import (
     ClassBank,
     bank_exists,
@@ -39,6 +39,7 @@ from sketchshot.config import (
     EvaluateConfig,
     ExportConfig,
     PredictConfig,
+    TrainingConfig,
     ViewConfig,
 )
 from sketchshot.data import SketchDataset, load_source, load_splits, load_support
@@ -52,6 +53,7 @@ from sketchshot.data.views import SketchAugment
 from sketchshot.distributed import DistContext, resolve_device
 from sketchshot.embeddings import encode_in_batches, write_embeddings
 from sketchshot.encoders import ENCODERS, create_encoder, encoder_arguments, initialise_encoder
+from sketchshot.ensembling import EnsembleConfig, EnsembleResult, ensemble
 from sketchshot.errors import ConfigError, DataError
 from sketchshot.evaluation import embed
 from sketchshot.export import write_export
@@ -75,7 +77,8 @@ from sketchshot.training import BatchSource, unchanged
 
 __all__ = [
     "RunResult", "enroll", "evaluate", "evaluate_pairs", "finetune", "info",
-    "predict", "predict_pairs", "pretrain", "same_pairs", "export_model",
+    "predict", "predict_pairs", "pretrain", "same_pairs", "export_model", "ensemble",
+    "EnsembleConfig", "EnsembleResult",
 ]  # fmt: skip
 
 
@@ -147,6 +150,7 @@ def pretrain(
     p = cfg.pretrain
     _check_kind(p.method.name, "ssl")
     refuse_pairs(cfg, "pretrain")
+    check_compute(cfg, p)
     torch.manual_seed(cfg.seed)
     image_size = cfg.data.image_size or ENCODERS.get(cfg.encoder.name).default_image_size
     encoder_args = encoder_arguments(cfg.encoder, image_size)  # refused before reading data
@@ -198,6 +202,13 @@ def pretrain(
         notes=(held_out_note(cfg.data, splits),),
     )
     return train_run(job, out, resume, quiet, console)
+
+
+def check_compute(cfg: Config, section: TrainingConfig) -> None:
+    """Set the threads, and refuse an --amp that the device cannot use before any data is
+    read (the training loop decides it again on the device it runs on)."""
+    compute.set_threads(cfg.threads)
+    compute.autocast_dtype(section.amp, resolve_device(cfg.device))
 
 
 def stroke_views(views: ViewConfig, train: SketchDataset) -> StrokeViews | None:
@@ -265,6 +276,7 @@ def finetune(
     f = cfg.finetune
     name = f.method.name
     _check_kind(name, "fewshot", "supervised", "pairwise")
+    check_compute(cfg, f)
     supervised = METHODS.get(name).kind == "supervised"
     torch.manual_seed(cfg.seed)
     init = resolve_init(f.init) if resume is None else None
@@ -457,6 +469,7 @@ def evaluate(
     one episode and the confusion matrix."""
     start = time.perf_counter()
     check_settings(cfg.evaluate, episodes_out, save_grid, save_confusion)
+    compute.set_threads(cfg.threads)
     model = model or latest_run()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -555,6 +568,7 @@ def embed_source(
     """Every image of ``cfg.data`` through the model's encoder (as its preprocessing decodes
     them), written to ``cfg.out``; a progress bar on ``console``."""
     start = time.perf_counter()
+    compute.set_threads(cfg.threads)
     model = cfg.model or latest_run()
     device = resolve_device(cfg.device)
     method, card = load_model(model, device)
@@ -674,6 +688,7 @@ def enroll(cfg: EnrollConfig) -> EnrollResult:
     those), remove classes, (re)calibrate its reject threshold. A calibrated bank is
     recalibrated after a change, from its embeddings alone."""
     start = time.perf_counter()
+    compute.set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     old = load_bank(cfg.bank) if cfg.bank is not None else None
     where = str(bank_files(cfg.bank)[0]) if cfg.bank is not None else ""
@@ -782,6 +797,7 @@ def predict(
             "no images to label: pass image files, folders, glob patterns, or - to read paths "
             "from stdin"
         )
+    compute.set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     if cfg.bank is not None:
         where = str(bank_files(cfg.bank)[0])

@@ -22,6 +22,7 @@ import torch
 
 from sketchshot.bank import ClassBank, class_probabilities, nearest_class_similarity
 from sketchshot.card import Preprocessing
+from sketchshot.compute import inference_encoder
 from sketchshot.data.folder import IMAGE_SUFFIXES, decode_sketch, read_image_bytes
 from sketchshot.errors import DataError, SketchshotError
 from sketchshot.evaluation import embed
@@ -186,6 +187,7 @@ class BankScorer:
     def __init__(self, method: Method, bank: ClassBank, device: torch.device) -> None:
         self.method = method
         self.device = device
+        self.encoder = inference_encoder(method.encoder, device)  # once, for every batch
         self.class_names = bank.class_names
         self.support = bank.embeddings.to(device)
         self.labels = bank.labels.to(device)
@@ -193,7 +195,7 @@ class BankScorer:
     def scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images [B, 1, S, S] -> (probabilities [B, n_way], similarities [B]) on the
         CPU."""
-        query = embed(self.method, images, self.device)
+        query = embed(self.method, images, self.device, encoder=self.encoder)
         n_way = len(self.class_names)
         probs = class_probabilities(self.method, self.support, self.labels, n_way, query)
         sims = nearest_class_similarity(self.support, self.labels, n_way, query)

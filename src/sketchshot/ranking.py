@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from sketchshot import __version__
+from sketchshot import __version__, compute
 from sketchshot.card import ModelCard, Preprocessing, finite
 from sketchshot.checkpoint import atomic_write, load_model
 from sketchshot.config import Config, DataConfig, FinetuneConfig, PredictConfig
@@ -40,6 +40,7 @@ from sketchshot.data.pairs import (
 from sketchshot.data.views import SketchAugment
 from sketchshot.distributed import DistContext, resolve_device
 from sketchshot.encoders import Encoder, create_encoder, encoder_arguments, initialise_encoder
+from sketchshot.encoders.ensemble import EnsembleEncoder
 from sketchshot.encoders.feature_sets import FeatureStack
 from sketchshot.errors import ConfigError, DataError
 from sketchshot.evaluation import embed, one_thread
@@ -83,8 +84,14 @@ def same_pairs(a: str | None, b: str | None) -> bool:
 
 def sketch_encoder(method: Method, where: Path | str) -> Encoder:
     """The sketch encoder of a saved model, to fine-tune from: its encoder, or a pairwise
-    model's own sketch encoder (a ``ConfigError`` when its feature sets have none)."""
+    model's own sketch encoder (a ``ConfigError`` when its feature sets have none, or for an
+    ensemble, which has no one encoder to start from)."""
     encoder = method.encoder
+    if isinstance(encoder, EnsembleEncoder):
+        raise ConfigError(
+            f"--init {where}: an ensemble of {len(encoder.members)} runs has no one encoder to "
+            "fine-tune from; start from one of its runs (sketchshot info lists them)"
+        )
     if isinstance(encoder, FeatureStack):
         if encoder.sketch is None:
             raise ConfigError(
@@ -494,6 +501,7 @@ def evaluate_pairs(
     """Accuracy and log-loss of a pairwise model on the pairs of ``cfg.data.pairs`` (a split
     of them, as ``evaluation_split`` decides), each image embedded once."""
     start = time.perf_counter()
+    compute.set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = model or latest_run("pairwise")
@@ -568,6 +576,7 @@ def predict_pairs(cfg: PredictConfig, console: Console | None = None) -> PairPre
             "--pairs scores pairs with a pairwise --model; it takes no images, --support or --bank"
         )
     assert cfg.pairs is not None
+    compute.set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     model = cfg.model or latest_run("pairwise")
     method, card = pairwise_model(model, device)

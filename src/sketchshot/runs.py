@@ -277,6 +277,7 @@ def train_run(
             head_lr_scale=(section.head_lr or section.optim.lr) / section.optim.lr,
             amp=section.amp,
             channels_last=section.channels_last,
+            compile=section.compile,
             accumulate=section.accumulate,
         )
         if not quiet and ctx.is_main:

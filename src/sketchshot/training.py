@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,10 +26,11 @@ from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 
+from sketchshot import compute
 from sketchshot.checkpoint import load_tensors, load_training_state, read_card, save_training_state
 from sketchshot.config import OptimConfig
 from sketchshot.distributed import DistContext
-from sketchshot.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from sketchshot.errors import ConfigError, SketchshotError, TrainingDiverged, TrainingInterrupted
 from sketchshot.methods import Method
 from sketchshot.progress import progress_bar
 
@@ -160,8 +162,9 @@ class LoopSettings:
     monitor: str = "loss"  # key in the epoch record; a "...loss" is minimised, the rest maximised
     patience: int | None = None  # validations without improvement before stopping
     head_lr_scale: float = 1.0
-    amp: str = "off"  # "bf16" or "fp16" autocast on CUDA
+    amp: str = "off"  # autocast: "bf16", "fp16" or "auto" (compute.autocast_dtype decides)
     channels_last: bool = True
+    compile: str = "off"  # torch.compile of the training step: "off", "on" or "auto"
     log_every: int = 50
     accumulate: int = 1  # batches per optimiser step
 
@@ -177,6 +180,10 @@ def grouped(batches: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield group
 
 
+def no_notes(text: str) -> None:
+    """Where a run's notes go when nobody reads them (``quiet``, ranks other than 0)."""
+
+
 class Trainer:
     """State of one training run; ``fit`` below is the entry point."""
 
@@ -189,22 +196,37 @@ class Trainer:
         ctx: DistContext,
         save_model: ModelSaver,
         validate: Validator | None,
+        note: Callable[[str], None] = no_notes,
     ) -> None:
         self.method, self.source, self.settings = method.to(ctx.device), source, settings
         self.ctx, self.device = ctx, ctx.device
-        self.save_model, self.validate = save_model, validate
+        self.save_model, self.validate, self.note = save_model, validate, note
         cuda = ctx.device.type == "cuda"
         if settings.channels_last:  # faster convolutions on the CPU (oneDNN) and on CUDA
             method.to(memory_format=torch.channels_last)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.amp)
-        self.amp_dtype = self.amp_dtype if cuda else None
+        # None (float32), or bf16 where the CPU or GPU has it natively (a ConfigError otherwise)
+        self.amp_dtype = compute.autocast_dtype(settings.amp, ctx.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         # DDP syncs gradients through forward(), which every Method routes to training_step
-        self.model: nn.Module = (
+        self.eager_model: nn.Module = (
             nn.parallel.DistributedDataParallel(method, device_ids=[ctx.device] if cuda else None)
             if ctx.enabled
             else method
         )
+        # what each step calls: the eager model, or torch.compile's wrapper of it (of the DDP
+        # wrapper under torchrun, as PyTorch recommends); checkpoints always save ``method``
+        self.model: nn.Module = self.eager_model
+        # "off", "auto" (eager steps being timed), "first" (the first compiled step is
+        # next: a failure falls back to eager), "on" (compiled and working), "failed"
+        self.compiling = "off"
+        problem = compute.compile_problem(ctx.device) if settings.compile != "off" else None
+        if settings.compile == "on":
+            if problem is None:
+                self.start_compiling("--compile on")
+            else:
+                note(f"--compile on: {problem}; training without it")
+        elif settings.compile == "auto" and problem is None:
+            self.compiling = "auto"
         groups = method.parameter_groups(settings.head_lr_scale)
         if not groups:
             raise ConfigError("nothing to train: every parameter is frozen")
@@ -259,6 +281,46 @@ class Trainer:
         """Fraction of the time limit used so far (0 without one)."""
         limit = self.settings.max_minutes
         return min(1.0, self.loop.seconds / (limit * 60)) if limit else 0.0
+
+    def start_compiling(self, why: str) -> None:
+        self.model = compute.compiled(self.eager_model)
+        self.compiling = "first"
+        self.note(f"{why}: compiling the training step (torch.compile); the first step is slow")
+
+    def decide_compiling(self, step_seconds: float) -> None:
+        """``--compile auto``, after timing its first eager steps: compile if the rest of the
+        run is long enough to pay for the warm-up (``compute.should_compile``; rank 0 decides
+        for every rank)."""
+        limit = self.settings.max_minutes
+        seconds_left = limit * 60 - self.loop.seconds if limit else None
+        steps_left = self.total_steps - self.loop.step
+        if self.rank0_says(compute.should_compile(step_seconds, steps_left, seconds_left)):
+            rest = min(
+                steps_left * step_seconds, math.inf if seconds_left is None else seconds_left
+            )
+            self.start_compiling(f"--compile auto (about {rest / 60:.0f} min left)")
+        else:
+            self.compiling = "off"
+
+    def guarded_step(self, batches: list[Any]) -> dict[str, float]:
+        """``step``; the first compiled one falls back to eager where compiling fails (no C++
+        compiler, an operation the compiler cannot handle): one note line, the BatchNorm
+        statistics of the failed attempt undone, and the step done again eagerly."""
+        if self.compiling != "first":
+            return self.step(batches)
+        saved = compute.copy_buffers(self.method)
+        try:
+            values = self.step(batches)
+        except SketchshotError:
+            raise
+        except Exception as exc:  # torch._dynamo / inductor errors have no common base
+            compute.restore_buffers(self.method, saved)
+            self.model, self.compiling = self.eager_model, "failed"
+            reason = compute.failure_reason(exc)
+            self.note(f"torch.compile failed ({reason}); training on without it")
+            return self.step(batches)
+        self.compiling = "on"
+        return values
 
     def step(self, batches: list[Any]) -> dict[str, float]:
         """One optimiser step over ``batches`` (``accumulate`` of them): schedule, forward and
@@ -369,6 +431,7 @@ class Trainer:
         start = time.perf_counter() - loop.seconds
         first = (loop.images, loop.seconds)
         task = progress.add_task(label, total=self.total_steps, completed=loop.step, status="")
+        timed: list[float] = []  # seconds of the eager steps that --compile auto decides by
         while loop.epoch < s.epochs:
             self.method.train()
             batches = self.source.batches(np.random.default_rng([s.seed, loop.epoch]))
@@ -380,10 +443,15 @@ class Trainer:
                     break
                 self.stop_if_interrupted()
                 self.settled = False
-                values = self.step(group)
+                began = time.perf_counter()
+                values = self.guarded_step(group)
                 loop.add(values)
                 loop.seconds = time.perf_counter() - start
                 self.settled = True
+                if self.compiling == "auto":  # the first step (warm-up) is not timed
+                    timed.append(time.perf_counter() - began)
+                    if len(timed) > compute.AUTO_PROBE_STEPS:
+                        self.decide_compiling(statistics.median(timed[1:]))
                 rate = (loop.images - first[0]) / max(1e-9, loop.seconds - first[1])
                 shown = " ".join(f"{k} {v:.3g}" for k, v in values.items() if k != "lr")
                 progress.update(
@@ -476,20 +544,28 @@ def fit(
 
     After every epoch: validation (if any), the ``last``
     training state, ``best`` weights by ``settings.monitor``; the best weights are loaded back
-    into ``method`` at the end. Ctrl-C stops at the next step boundary, writes ``last`` there
-    and raises ``TrainingInterrupted``; a second Ctrl-C stops at once and saves nothing.
-    Under torchrun, pass the ``DistContext``: rank 0 alone logs and saves."""
+    into ``method`` at the end. With ``settings.compile``, steps run through torch.compile's
+    wrapper of ``method``; what is saved is always ``method``'s own state. Ctrl-C stops at the
+    next step boundary, writes ``last`` there and raises ``TrainingInterrupted``; a second
+    Ctrl-C stops at once and saves nothing. Under torchrun, pass the ``DistContext``: rank 0
+    alone logs and saves."""
     ctx = device if isinstance(device, DistContext) else DistContext(0, 1, device)
-    trainer = Trainer(method, source, settings, run_dir, ctx, save_model, validate)
+    console = console or Console(stderr=True)
+
+    def note(text: str) -> None:
+        console.print(text, highlight=False, soft_wrap=True, markup=False)
+
+    notes = no_notes if quiet or not ctx.is_main else note
+    trainer = Trainer(method, source, settings, run_dir, ctx, save_model, validate, notes)
     if resume:
         trainer.restore()
         finished(trainer.loop, settings, run_dir)
-    if not quiet and settings.amp != "off" and ctx.device.type != "cuda":
-        (console or Console(stderr=True)).print(f"--amp {settings.amp} is ignored on {ctx.device}")
+    if trainer.amp_dtype is None and settings.amp not in ("off", "auto"):
+        notes(f"--amp {settings.amp} is ignored on {ctx.device}")
+    elif trainer.amp_dtype is not None and settings.amp == "auto":
+        notes(f"--amp auto: bf16 autocast on {ctx.device}")
     images0, seconds0 = trainer.loop.images, trainer.loop.seconds
-    progress = progress_bar(
-        console or Console(stderr=True), disable=quiet or not ctx.is_main, status=True
-    )
+    progress = progress_bar(console, disable=quiet or not ctx.is_main, status=True)
     try:
         with trainer.interrupt, progress:
             stopped = trainer.run(progress, label)

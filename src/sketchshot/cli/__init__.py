@@ -10,6 +10,7 @@ from sketchshot.cli import (  # noqa: F401
     demo,
     embed,
     enroll,
+    ensemble,
     evaluate,
     export,
     finetune,

@@ -10,7 +10,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from sketchshot.cli.app import command
-from sketchshot.cli.options import DEVICE, MODEL, OUTPUT, RUN, Flag, Given, Json, Quiet, Verbose
+from sketchshot.cli.options import (
+    DEVICE,
+    MODEL,
+    OUTPUT,
+    RUN,
+    THREADS,
+    Flag,
+    Given,
+    Json,
+    Quiet,
+    Verbose,
+)
 from sketchshot.cli.render import emit, stderr_console
 from sketchshot.config import EmbedConfig
 
@@ -19,6 +30,7 @@ FLAGS = (
     Flag("--model", "model", MODEL),
     Flag("--batch-size", "batch_size", RUN),
     DEVICE,
+    THREADS,
 )
 Data = Annotated[
     Path,

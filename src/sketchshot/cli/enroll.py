@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from sketchshot.cli.app import command
-from sketchshot.cli.options import DEVICE, MODEL, Flag, Given, Json, Quiet, Verbose
+from sketchshot.cli.options import DEVICE, MODEL, THREADS, Flag, Given, Json, Quiet, Verbose
 from sketchshot.cli.render import emit, note, stderr_console
 from sketchshot.config import EnrollConfig
 
@@ -25,6 +25,7 @@ FLAGS = (
     Flag("--bundle", "bundle", BANK, note="; --bank BANK --bundle bundles an existing bank"),
     Flag("--model", "model", MODEL),
     DEVICE,
+    THREADS,
 )
 
 

@@ -17,6 +17,7 @@ from sketchshot.cli.options import (
     MODEL,
     OUTPUT,
     RUN,
+    THREADS,
     ConfigFile,
     Flag,
     Given,
@@ -60,6 +61,7 @@ FLAGS = (
     Flag("--exclude-classes", "data.exclude_classes", DATA, default=MODELS),
     Flag("--seed", "seed", RUN, default=MODELS),
     Flag("--device", "device", RUN),
+    THREADS,
 )
 
 
@@ -107,7 +109,8 @@ def evaluate(
     trained on; --pairs CSV for others): accuracy with its 95% CI, and log-loss."""
     from sketchshot import engine
 
-    base = engine.saved_config(model).model_copy(update={"device": "auto"})
+    # where and how a model was trained says nothing of where it is evaluated
+    base = engine.saved_config(model).model_copy(update={"device": "auto", "threads": None})
     if "data.pairs" in given.values or base.data.pairs is not None:  # a pairwise model
         outputs = {"episodes_out": episodes_out, "save_grid": save_grid,
                    "save_confusion": save_confusion}  # fmt: skip

@@ -52,7 +52,7 @@ def card_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
     origin = f" from {data['origin']}" if data.get("origin") else ""
     return [
         ("method", f"{m.get('method')} ({m.get('kind')})"),
-        ("encoder", f"{m.get('encoder')} {m.get('encoder_args', {})}"),
+        ("encoder", _encoder(m)),
         ("method args", m.get("method_args", {})),
         ("initialised from", m.get("init", "scratch")),
         (
@@ -63,8 +63,28 @@ def card_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
         ("classes", f"{len(card.get('class_names') or ())}{origin}"),
         ("best", json.dumps(_rounded((card.get("metrics") or {}).get("best", {})))),
         *_weights(card),
+        *_members(card),
         ("sketchshot", card.get("sketchshot_version")),
         *integrity_fields(card),
+    ]
+
+
+def _encoder(m: dict[str, Any]) -> str:
+    """The encoder and its arguments; an ensemble's members by name (their runs are rows of
+    their own)."""
+    args = m.get("encoder_args", {})
+    if m.get("encoder") != "ensemble":
+        return f"{m.get('encoder')} {args}"
+    names = " + ".join(str(member.get("encoder")) for member in args.get("members", ()))
+    rest = {k: v for k, v in args.items() if k != "members"}
+    return f"ensemble of {names}, side by side {rest}"
+
+
+def _members(card: dict[str, Any]) -> list[tuple[str, Any]]:
+    """One row per run of an ensemble: where it was, and the sha256 of its weights."""
+    return [
+        (f"member {i}", f"{ref.get('path')} (sha256 {ref.get('sha256')})")
+        for i, ref in enumerate(card.get("members") or (), start=1)
     ]
 
 

@@ -234,7 +234,9 @@ def collect(flags: Sequence[Flag], values: Mapping[str, Any]) -> Given:
 
 # ---- options shared by several commands -------------------------------------------------
 
-RUN_FLAGS = (Flag("--seed", "seed", RUN), Flag("--device", "device", RUN))
+# --threads of every command that computes
+THREADS = Flag("--threads", "threads", RUN)
+RUN_FLAGS = (Flag("--seed", "seed", RUN), Flag("--device", "device", RUN), THREADS)
 # --device of enroll and predict, whose option models leave its description to Config's
 DEVICE = Flag("--device", "device", RUN)
 DATA_FLAGS = (

@@ -21,7 +21,7 @@ from sketchshot.errors import UsageError
 
 # the evaluate options a pairwise model reads
 PAIR_KEYS = ("data.pairs", "data.min_agreement", "data.min_reviewers", "evaluate.split", "seed",
-             "device")  # fmt: skip
+             "device", "threads")  # fmt: skip
 CSV_HEADER = ("image_a", "image_b", "p_a", "preferred", "label", "error")
 
 

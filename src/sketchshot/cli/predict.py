@@ -12,7 +12,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from sketchshot.cli.app import command
-from sketchshot.cli.options import DEVICE, MODEL, OUTPUT, RUN, Flag, Given, Quiet, Verbose, option
+from sketchshot.cli.options import (
+    DEVICE,
+    MODEL,
+    OUTPUT,
+    RUN,
+    THREADS,
+    Flag,
+    Given,
+    Quiet,
+    Verbose,
+    option,
+)
 from sketchshot.cli.pairs import predict_pairs
 from sketchshot.cli.render import print_error, stderr_console, stdout_console, to_json
 from sketchshot.config import PredictConfig
@@ -33,6 +44,7 @@ FLAGS = (
     ),
     Flag("--batch-size", "batch_size", RUN),
     DEVICE,
+    THREADS,
 )
 Images = Annotated[
     list[str] | None,

@@ -47,6 +47,7 @@ def training_flags(section: str) -> tuple[Flag, ...]:
         Flag("--val-ways", f"{section}.val_ways", TRAINING),
         Flag("--checkpoint-every", f"{section}.checkpoint_every", TRAINING),
         Flag("--amp", f"{section}.amp", TRAINING),
+        Flag("--compile", f"{section}.compile", TRAINING),
         Flag(
             "--no-channels-last",
             f"{section}.channels_last",

@@ -4,7 +4,13 @@ import inspect
 from pathlib import Path
 
 from sketchshot.config import EncoderConfig
-from sketchshot.encoders import conv4, resnet, sketch_cnn, swin  # noqa: F401  (registration)
+from sketchshot.encoders import (  # noqa: F401  (registration)
+    conv4,
+    ensemble,
+    resnet,
+    sketch_cnn,
+    swin,
+)
 from sketchshot.encoders.base import ENCODERS, Encoder, create_encoder
 from sketchshot.encoders.resnet import ResNetEncoder, read_state_dict
 from sketchshot.encoders.swin import SwinT

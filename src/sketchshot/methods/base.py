@@ -99,6 +99,14 @@ class Method(nn.Module):
         return F.normalize(query, dim=-1) @ protos.T / COSINE_TEMPERATURE
 
 
+def full_precision(x: torch.Tensor) -> torch.autocast:
+    """Autocast off on ``x``'s device: what a method computes inside, on ``.float()`` inputs,
+    is float32 under the loop's bf16 or fp16 autocast. Losses and scores need it (bf16 keeps 8
+    bits of mantissa: a similarity matrix or a difference of two logits would lose most of
+    theirs); the encoder, where the compute is, runs in the low precision."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
 def prototypes(support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
     """Class means [n_way, D] of support embeddings [S, D] with labels [S] in 0..n_way-1."""
     onehot = F.one_hot(labels, n_way).to(support.dtype)  # [S, n_way]; a matmul, not a scatter

@@ -19,7 +19,7 @@ from sketchshot.config import PairwiseSettings
 from sketchshot.encoders import Encoder
 from sketchshot.encoders.base import last_stage
 from sketchshot.encoders.feature_sets import FeatureStack
-from sketchshot.methods.base import METHODS, Method, StepOutput
+from sketchshot.methods.base import METHODS, Method, StepOutput, full_precision
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,9 @@ class PairwiseRanker(Method):
 
     def training_step(self, batch: PairBatch) -> StepOutput:
         a, b, targets = batch
-        logits = self.logits(a, b).float()
+        e_a, e_b = self.embeddings(a, b)
+        with full_precision(e_a):  # a difference of two head outputs: float32 under autocast
+            logits = self.pair_logits(e_a.float(), e_b.float())
         right, decided = pair_accuracy(logits.detach(), targets)
         acc = torch.tensor(right / max(decided, 1))
         return {"loss": pairwise_loss(logits, targets), "metrics": {"acc": acc}}

@@ -16,7 +16,7 @@ from torch import nn
 
 from sketchshot.config import SupervisedSettings
 from sketchshot.encoders import Encoder
-from sketchshot.methods.base import METHODS, Method, Scoring, StepOutput
+from sketchshot.methods.base import METHODS, Method, Scoring, StepOutput, full_precision
 from sketchshot.methods.ssl.byol import ema_update
 from sketchshot.protocols.metrics import macro_f1
 
@@ -176,9 +176,11 @@ class Supervised(Method):
         targets = soft_targets(labels, self.head.out_features, s.label_smoothing)
         images, targets = self.mixed(images, targets)
         features = images if images.dim() == 2 else self.encoder(images)
-        logits = self.logits(features).float()
+        with full_precision(features):  # the head and the loss in float32 under autocast
+            logits = self.logits(features.float())
+            loss = self.loss(logits, targets)
         acc = (logits.argmax(1) == targets.argmax(1)).float().mean()  # the larger mixed part
-        return {"loss": self.loss(logits, targets), "metrics": {"acc": acc.detach()}}
+        return {"loss": loss, "metrics": {"acc": acc.detach()}}
 
     def mixed(
         self, images: torch.Tensor, targets: torch.Tensor

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from sketchshot.data.episodes import Episode
-from sketchshot.methods.base import Method, StepOutput
+from sketchshot.methods.base import Method, StepOutput, full_precision
 
 
 class FewShotMethod(Method):
@@ -44,8 +44,13 @@ class FewShotMethod(Method):
 
     def training_step(self, episode: Episode) -> StepOutput:
         support, query = self.embed_episode(episode)
-        loss, logits = self.episode_loss(
-            support, episode.support_labels, query, episode.query_labels, episode.n_way
-        )
+        with full_precision(support):  # scores and loss in float32 under autocast
+            loss, logits = self.episode_loss(
+                support.float(),
+                episode.support_labels,
+                query.float(),
+                episode.query_labels,
+                episode.n_way,
+            )
         acc = (logits.argmax(1) == episode.query_labels).float().mean()
         return {"loss": loss, "metrics": {"acc": acc.detach()}}

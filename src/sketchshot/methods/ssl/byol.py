@@ -12,7 +12,7 @@ from torch import nn
 
 from sketchshot.config import BYOLSettings
 from sketchshot.encoders import Encoder
-from sketchshot.methods.base import METHODS, StepOutput
+from sketchshot.methods.base import METHODS, StepOutput, full_precision
 from sketchshot.methods.ssl.base import SSLMethod, TwoViews, projection_head
 
 
@@ -57,7 +57,9 @@ class BYOL(SSLMethod):
         p1, p2 = self.predictor(self.projector(self.encoder(both))).chunk(2)
         with torch.no_grad():
             z1, z2 = self.target_projector(self.target_encoder(both)).chunk(2)
-        loss = (byol_loss(p1, z2) + byol_loss(p2, z1)) / 2
+        with full_precision(p1):  # cosine similarities near 1: float32
+            p1, p2, z1, z2 = (t.float() for t in (p1, p2, z1, z2))
+            loss = (byol_loss(p1, z2) + byol_loss(p2, z1)) / 2
         return {"loss": loss, "metrics": {}}
 
     def after_step(self, progress: float) -> None:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sketchshot.config import SimCLRSettings
 from sketchshot.distributed import gather_with_grad
 from sketchshot.encoders import Encoder
-from sketchshot.methods.base import METHODS, StepOutput
+from sketchshot.methods.base import METHODS, StepOutput, full_precision
 from sketchshot.methods.ssl.base import SSLMethod, TwoViews, projection_head
 
 
@@ -51,9 +51,10 @@ class SimCLR(SSLMethod):
         # One view at a time, so that BatchNorm normalises each view by its own batch: on
         # Omniglot this learns faster (3 min: 87.3/70.7 against 86.2/69.3 with the two views
         # in one batch) and runs faster on the CPU.
-        z1, z2 = (self.head(self.encoder(view)) for view in views)
-        loss = nt_xent_loss(z1, z2, self.temperature, self.gather_negatives)
-        with torch.no_grad():  # how often a view's nearest neighbour is its partner
+        z1, z2 = (self.head(self.encoder(view)).float() for view in views)
+        with full_precision(z1):  # the similarity matrix and its softmax in float32
+            loss = nt_xent_loss(z1, z2, self.temperature, self.gather_negatives)
+        with torch.no_grad(), full_precision(z1):  # how often a view's nearest is its partner
             zn = F.normalize(torch.cat([z1, z2]), dim=1)
             sim = zn @ zn.T
             sim.fill_diagonal_(-2.0)

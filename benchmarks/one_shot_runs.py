@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from omniglot import OMNIGLOT, TEST_ZIP, TRAIN_ZIP, held_out, section  # noqa: E402
 
 from sketchshot import engine  # noqa: E402
-from sketchshot.config import Config, DataConfig, EncoderConfig  # noqa: E402
+from sketchshot.checkpoint import read_card  # noqa: E402
+from sketchshot.config import Config, DataConfig, EncoderConfig, EnsembleConfig  # noqa: E402
 from sketchshot.evaluation import (  # noqa: E402
     draw_episodes,
     embed,
@@ -70,43 +71,21 @@ def scores(model, runs_dir: Path, size: int, episodes: int, tta: int) -> dict:
     return out
 
 
-class Ensemble(torch.nn.Module):
-    """Several ProtoNets as one: their embeddings side by side, so that the squared Euclidean
-    distance (and the score) is the sum of the members'."""
-
-    def __init__(self, models: list) -> None:
-        super().__init__()
-        self.members = torch.nn.ModuleList(models)
-        self.encoder = Concat([m.encoder for m in models])
-        self.score = models[0].score
-
-
-class Concat(torch.nn.Module):
-    def __init__(self, encoders: list) -> None:
-        super().__init__()
-        self.encoders = torch.nn.ModuleList(encoders)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([e(x) for e in self.encoders], dim=1)
-
-
 def rescore(args: argparse.Namespace, runs_dir: Path) -> None:
     """Score saved runs (one, or an ensemble of several) without training."""
-    loaded = [engine.load_model(Path(m)) for m in args.models]
-    sizes = {card.preprocessing.image_size for _, card in loaded}
-    if (
-        len(sizes) != 1
-        or len(loaded) > 1
-        and any(card.model.method != "protonet" for _, card in loaded)
-    ):
-        raise SystemExit("an ensemble takes ProtoNet runs of one image size")
-    model = loaded[0][0] if len(loaded) == 1 else Ensemble([m for m, _ in loaded])
-    model.eval()
-    s = scores(model, runs_dir, sizes.pop(), args.episodes, args.tta)
+    cards = [read_card(Path(m)) for m in args.models]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(args.models[0])
+        if len(args.models) > 1:  # the members side by side, as `sketchshot ensemble` makes
+            path = Path(tmp) / "ensemble"
+            runs = tuple(Path(m) for m in args.models)
+            engine.ensemble(EnsembleConfig(runs=runs, out=path))
+        model, card = engine.load_model(path)
+    s = scores(model.eval(), runs_dir, card.preprocessing.image_size, args.episodes, args.tta)
     names = ", ".join(Path(m).name for m in args.models)
-    what = f"ensemble of {len(loaded)}: {names}" if len(loaded) > 1 else f"saved run {names}"
+    what = f"ensemble of {len(cards)}: {names}" if len(cards) > 1 else f"saved run {names}"
     label = f"tta={args.tta}" if args.tta > 1 else ""
-    minutes = sum(card.metrics.get("seconds", 0) / 60 for _, card in loaded)
+    minutes = sum(c.metrics.get("seconds", 0) / 60 for c in cards)
     record(row(args.idea, what, label, minutes, float("nan"), s))
 
 

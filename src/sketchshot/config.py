@@ -644,19 +644,27 @@ class FinetuneConfig(TrainingConfig):
         "run), a run folder whose encoder to start from (import-weights converts other "
         "checkpoints into one)",
     )
-    n_way: int = Field(20, ge=2, description="classes per training episode")
+    n_way: int = Field(
+        20,
+        ge=2,
+        description="classes per training episode; more than you test with (characters: 60)",
+    )
     n_shot: int = Field(1, ge=1, description="support images per class")
     n_query: int = Field(5, ge=1, description="query images per class")
     episodes_per_epoch: int = Field(100, ge=1, description="training episodes per epoch")
     rotation_classes: bool = Field(
-        False, description="add every class rotated by 90, 180 and 270 degrees as new classes"
+        False,
+        description="add every class rotated by 90, 180 and 270 degrees as new classes: x4 "
+        "classes for characters, whose turned shapes are other symbols; leave off for doodles "
+        "and symbols that keep their meaning when turned",
     )
     within_groups_p: float = Field(
         0.0,
         ge=0,
         le=1,
         description="share of training episodes whose classes all come from one top-level "
-        "group (an alphabet): harder negatives, for characters; 0 for doodles",
+        "group (an alphabet): harder negatives where groups hold similar classes (characters: "
+        "0.5); 0 for doodles",
     )
     freeze_encoder: bool = Field(
         False,

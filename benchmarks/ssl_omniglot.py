@@ -30,7 +30,7 @@ from omniglot import (  # noqa: E402
 )
 
 from sketchshot import engine  # noqa: E402
-from sketchshot.config import Config  # noqa: E402
+from sketchshot.config import Config, flatten  # noqa: E402
 from sketchshot.encoders import create_encoder  # noqa: E402
 from sketchshot.methods import create_method  # noqa: E402
 
@@ -94,17 +94,6 @@ def method_overrides(settings: dict, method: str, methods: list[str]) -> dict:
     return overrides
 
 
-def _flat(settings: dict, prefix: str = "") -> dict:
-    """{"optim": {"schedule": "constant"}} -> {"optim.schedule": "constant"}, for row labels."""
-    flat: dict = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat |= _flat(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def run_ours(
     method: str, minutes: float, overrides: dict, test, episodes: int, keep: Path | None = None
 ) -> dict:
@@ -114,7 +103,7 @@ def run_ours(
     with tempfile.TemporaryDirectory() as tmp:
         run = engine.pretrain(cfg, (keep or Path(tmp)) / method, quiet=True)
         model, _ = engine.load_model(run.run_dir)
-    label = " ".join(f"{k}={v}" for k, v in _flat(overrides).items())
+    label = " ".join(f"{k}={v}" for k, v in flatten(overrides).items())
     return {"name": f"sketchshot {method} {label}".strip(), "seconds": run.fit.seconds,
             "images_per_s": run.fit.images_per_s,
             **one_shot_accuracy(model, test, episodes)}  # fmt: skip

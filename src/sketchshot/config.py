@@ -866,6 +866,19 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"pretrain": {"epochs": 3}}`` -> ``{"pretrain.epochs": 3}``, ``nest``'s inverse (TOML's
+    bare dotted keys and quoted ones, ``pretrain.epochs`` and ``"pretrain.epochs"``, read
+    alike)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
     """``{"pretrain.epochs": 3}`` -> ``{"pretrain": {"epochs": 3}}``, dropping ``None`` values."""
     out: dict[str, Any] = {}

@@ -60,6 +60,7 @@ from sketchshot.config import (
     Device,
     EvaluateConfig,
     Frozen,
+    flatten,
     read_toml,
     resolve_config,
 )
@@ -123,18 +124,6 @@ class SweepFile(Frozen):
             if not isinstance(values, list) or not values:
                 raise ValueError(f"{key}: give a list of one or more values, e.g. [0.1, 0.5]")
         return grid
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"pretrain": {"epochs": 3}}`` -> ``{"pretrain.epochs": 3}`` (TOML's bare dotted keys
-    and quoted ones, ``pretrain.epochs`` and ``"pretrain.epochs"``, read alike)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out |= flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ training loop (``sketchshot.training.fit``) and ``score(...)`` to episode evalua
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypedDict
 
@@ -40,6 +41,23 @@ class Scoring:
     module: nn.Module | None = None
     inputs: tuple[str, ...] = ()
     output: str = ""
+
+
+class PairScoring(nn.Module):
+    """``score(head, query, support)`` as a module of (query [Q, D], support [S, D]) around a
+    learned ``head``: a method's pairwise scoring on embeddings alone, for export."""
+
+    def __init__(
+        self,
+        score: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+        head: nn.Module,
+    ) -> None:
+        super().__init__()
+        self.score = score
+        self.head = head
+
+    def forward(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        return self.score(self.head, query, support)
 
 
 class Method(nn.Module):

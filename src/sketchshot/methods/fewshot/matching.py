@@ -9,7 +9,7 @@ from torch import nn
 
 from sketchshot.config import MatchingSettings
 from sketchshot.encoders import Encoder
-from sketchshot.methods.base import METHODS, Scoring
+from sketchshot.methods.base import METHODS, PairScoring, Scoring
 from sketchshot.methods.fewshot.base import FewShotMethod
 
 
@@ -50,7 +50,7 @@ class MatchingNetworks(FewShotMethod):
         return Scoring(
             "the scoring module gives attention logits of each query embedding over each "
             f"support embedding; attention: their softmax over the support embeddings; {weights}",
-            module=PairAttention(self.scorer),
+            module=PairScoring(pair_attention, self.scorer),
             inputs=("query", "support"),
             output="attention_logits",
         )
@@ -70,14 +70,3 @@ def pair_attention(scorer: nn.Module, query: torch.Tensor, support: torch.Tensor
     q, s = query.shape[0], support.shape[0]
     pairs = torch.cat([query[:, None].expand(q, s, -1), support[None].expand(q, s, -1)], -1)
     return scorer(pairs).squeeze(-1)
-
-
-class PairAttention(nn.Module):
-    """``pair_attention`` as a module of (query [Q, D], support [S, D]), for export."""
-
-    def __init__(self, scorer: nn.Module) -> None:
-        super().__init__()
-        self.scorer = scorer
-
-    def forward(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-        return pair_attention(self.scorer, query, support)

@@ -9,7 +9,7 @@ from torch import nn
 
 from sketchshot.config import RelationSettings
 from sketchshot.encoders import Encoder
-from sketchshot.methods.base import METHODS, Scoring, prototypes
+from sketchshot.methods.base import METHODS, PairScoring, Scoring, prototypes
 from sketchshot.methods.fewshot.base import FewShotMethod
 
 
@@ -34,7 +34,7 @@ class RelationNetworks(FewShotMethod):
             "the scoring module gives relation scores in [0, 1] of each query embedding to each "
             "prototype, the class means of the support embeddings; probabilities: the scores "
             "divided by their sum",
-            module=RelationScores(self.relation),
+            module=PairScoring(relation_scores, self.relation),
             inputs=("query", "prototypes"),
             output="relation",
         )
@@ -62,14 +62,3 @@ def relation_scores(
     q, c = query.shape[0], prototypes.shape[0]
     pairs = torch.cat([query[:, None].expand(q, c, -1), prototypes[None].expand(q, c, -1)], -1)
     return torch.sigmoid(relation(pairs.flatten(0, 1))).view(q, c)
-
-
-class RelationScores(nn.Module):
-    """``relation_scores`` as a module of (query [Q, D], prototypes [C, D]), for export."""
-
-    def __init__(self, relation: nn.Module) -> None:
-        super().__init__()
-        self.relation = relation
-
-    def forward(self, query: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-        return relation_scores(self.relation, query, prototypes)

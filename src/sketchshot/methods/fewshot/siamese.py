@@ -9,7 +9,7 @@ from torch import nn
 
 from sketchshot.config import SiameseSettings
 from sketchshot.encoders import Encoder
-from sketchshot.methods.base import METHODS, Scoring
+from sketchshot.methods.base import METHODS, PairScoring, Scoring
 from sketchshot.methods.fewshot.base import FewShotMethod
 
 
@@ -36,7 +36,7 @@ class SiameseNetworks(FewShotMethod):
             "the scoring module gives same-class logits of each query embedding against each "
             "support embedding; a class's logit is the largest over its support embeddings; "
             "probabilities: their softmax",
-            module=PairLogits(self.pair_head),
+            module=PairScoring(same_class_logits, self.pair_head),
             inputs=("query", "support"),
             output="pair_logits",
         )
@@ -75,14 +75,3 @@ def same_class_logits(
     """Same-class logits [Q, S] of query embeddings [Q, D] against support embeddings [S, D],
     by ``pair_head`` over each pair's absolute difference."""
     return pair_head((query[:, None] - support[None]).abs()).squeeze(-1)
-
-
-class PairLogits(nn.Module):
-    """``same_class_logits`` as a module of (query [Q, D], support [S, D]), for export."""
-
-    def __init__(self, pair_head: nn.Module) -> None:
-        super().__init__()
-        self.pair_head = pair_head
-
-    def forward(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-        return same_class_logits(self.pair_head, query, support)

@@ -57,7 +57,10 @@ def one_shot_accuracy(
     method: Method, test: SketchDataset, episodes: int = 1000, seed: int = 0, views: int = 1
 ) -> dict[str, tuple[float, float]]:
     """5-way and 20-way 1-shot (15 queries) accuracy with 95% CI, through ``method.score``
-    on embeddings computed once (averaged over ``views`` test-time views when > 1)."""
+    on embeddings computed once (averaged over ``views`` test-time views when > 1); no
+    episodes: nothing (a speed-only row)."""
+    if episodes == 0:
+        return {}
     emb = embed(method, test.images, torch.device("cpu"), views=views)
     out = {}
     for n_way in (5, 20):

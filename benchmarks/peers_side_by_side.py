@@ -11,7 +11,14 @@ engine, as ``fewshot_omniglot.py`` and ``ssl_omniglot.py`` run them (``--set`` a
 to both of sketchshot's rows: its speed options). Every row is scored alike: 5-way and 20-way
 1-shot accuracy on the held-out alphabets, 1000 episodes. The targets (issue 18): >= 1.5x
 easyfsl's and >= 2x lightly's images/s, with equal or better accuracy at equal time.
-Prints a table and the ratios; writes peers_side_by_side.json.
+
+The speed ratio is measured apart from the accuracy rows, in ``--speed-rounds`` rounds of
+``--speed-seconds`` each, ours and the peer's in turn (ours, peer, peer, ours, ...): a shared
+machine's speed drifts by tens of percent over minutes, and rows minutes apart would measure
+the drift. The headline ratio is the median over rounds of ours / the peer's run beside it;
+the accuracy rows' own images/s are printed too. Prints a table and the ratios; writes
+peers_side_by_side.json. A smoke test: ``--minutes 0.05 --episodes 20 --speed-rounds 1
+--speed-seconds 3``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -31,12 +39,32 @@ from omniglot import fmt, held_out, run_peer  # noqa: E402
 from sketchshot import compute  # noqa: E402
 
 
-def compare(ours: dict, peer: dict, target: float) -> dict:
-    """Speed ratio and accuracy differences (points) of ``ours`` over ``peer``."""
+def speed_rounds(ours, peer, rounds: int) -> list[tuple[float, float]]:
+    """(ours, peer) images/s of ``rounds`` short runs each, in the order ours, peer, peer,
+    ours, ours, peer, ... so that a drift of the machine's speed falls on both alike."""
+    pairs = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            a = ours()
+            b = peer()
+        else:
+            b = peer()
+            a = ours()
+        pairs.append((a, b))
+        print(f"  speed round {i + 1}: ours {a:.0f}, peer {b:.0f} images/s: {a / b:.2f}x",
+              flush=True)  # fmt: skip
+    return pairs
+
+
+def compare(ours: dict, peer: dict, target: float, rounds: list[tuple[float, float]]) -> dict:
+    """Speed ratio (the median over the speed rounds; the accuracy rows' own ratio beside it)
+    and accuracy differences (points) of ``ours`` over ``peer``."""
     return {
         "ours": ours["name"],
         "peer": peer["name"],
-        "speed_ratio": ours["images_per_s"] / peer["images_per_s"],
+        "speed_rounds": rounds,
+        "speed_ratio": statistics.median(a / b for a, b in rounds),
+        "rows_speed_ratio": ours["images_per_s"] / peer["images_per_s"],
         "speed_target": target,
         "accuracy_points": {k: 100 * (ours[k][0] - peer[k][0]) for k in ("5w1s", "20w1s")},
     }
@@ -52,6 +80,8 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--only", nargs="+", default=["fewshot", "ssl"], choices=["fewshot", "ssl"])
     parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--speed-rounds", type=int, default=4, help="interleaved speed runs")
+    parser.add_argument("--speed-seconds", type=float, default=45.0, help="per speed run")
     parser.add_argument("--threads", type=int, help="torch threads of every row")
     parser.add_argument("--out", type=Path, help="folder of peers_side_by_side.json")
     args = parser.parse_args()
@@ -64,19 +94,36 @@ def main() -> None:
     print(header(info))
     test = held_out()
     rows, comparisons = [], []
+    fast = args.speed_seconds / 60
     if "fewshot" in args.only:
+        rounds = speed_rounds(
+            lambda: fewshot_omniglot.run_ours("protonet", fast, "scratch", settings, test, 0, 1)[0][
+                "images_per_s"
+            ],
+            lambda: run_peer(args.peers_python, "easyfsl_protonet.py", fast, "--no-eval")[
+                "images_per_s"
+            ],
+            args.speed_rounds,
+        )
         ours = fewshot_omniglot.run_ours("protonet", args.minutes, "scratch", settings, test,
                                          args.episodes, 1)[0]  # fmt: skip
         peer = run_peer(args.peers_python, "easyfsl_protonet.py", args.minutes)
         rows += [ours, peer]
-        comparisons.append(compare(ours, peer, 1.5))
+        comparisons.append(compare(ours, peer, 1.5, rounds))
         print(fmt(ours), fmt(peer), sep="\n", flush=True)
     if "ssl" in args.only:
+        lightly = ("--batch-size", "256")
+        rounds = speed_rounds(
+            lambda: ssl_omniglot.run_ours("simclr", fast, settings, test, 0)["images_per_s"],
+            lambda: run_peer(args.peers_python, "lightly_simclr.py", fast, *lightly, "--no-eval")[
+                "images_per_s"
+            ],  # fmt: skip
+            args.speed_rounds,
+        )
         ours = ssl_omniglot.run_ours("simclr", args.minutes, settings, test, args.episodes)
-        peer = run_peer(args.peers_python, "lightly_simclr.py", args.minutes,
-                        "--batch-size", "256")  # fmt: skip
+        peer = run_peer(args.peers_python, "lightly_simclr.py", args.minutes, *lightly)
         rows += [ours, peer]
-        comparisons.append(compare(ours, peer, 2.0))
+        comparisons.append(compare(ours, peer, 2.0, rounds))
         print(fmt(ours), fmt(peer), sep="\n", flush=True)
     print()
     print("| run | images/s | 5-way 1-shot | 20-way 1-shot |")
@@ -85,12 +132,15 @@ def main() -> None:
     for c in comparisons:
         points = ", ".join(f"{k} {v:+.1f} points" for k, v in c["accuracy_points"].items())
         met = "met" if c["speed_ratio"] >= c["speed_target"] else "not met"
-        print(f"{c['ours']} / {c['peer']}: {c['speed_ratio']:.2f}x images/s (target "
-              f"{c['speed_target']:g}x: {met}); accuracy {points}")  # fmt: skip
+        print(f"{c['ours']} / {c['peer']}: {c['speed_ratio']:.2f}x images/s over "
+              f"{len(c['speed_rounds'])} interleaved rounds (target {c['speed_target']:g}x: "
+              f"{met}; the accuracy rows: {c['rows_speed_ratio']:.2f}x); accuracy "
+              f"{points}")  # fmt: skip
     write_json(
         "peers_side_by_side",
         {"machine": info, "command": " ".join(sys.argv), "minutes": args.minutes,
-         "settings": settings, "rows": rows, "comparisons": comparisons},
+         "speed_seconds": args.speed_seconds, "settings": settings, "rows": rows,
+         "comparisons": comparisons},
         args.out,
     )  # fmt: skip
 

@@ -1,6 +1,9 @@
 """Pipeline efficiency: the training loops' images/s on the Omniglot zips (data, views,
 optimiser, bookkeeping, checkpoints included) as a ratio of the bare encoder's forward+backward
-images/s on random tensors, measured in the same run with the same settings.
+images/s on random tensors, measured right before and right after each loop with the same
+settings (the ratio is to their mean; their drift, printed, shows how steady the machine was:
+on a shared 2-core VM it drifts by 10-40% over minutes, and a ratio measured across a larger
+drift is not to be read).
 
     python benchmarks/pipeline_efficiency.py [--seconds 120] [--cases conv4:28 resnet18:64]
         [--loops simclr byol protonet supervised] [--set amp=bf16 compile=on] [--threads N]
@@ -67,13 +70,30 @@ def steady_rate(run_dir: Path, images_per_step: float) -> float | None:
     return steps * images_per_step / (records[-1]["seconds"] - records[0]["seconds"])
 
 
-def run_loop(loop: str, encoder: str, size: int, seconds: float, extra: dict) -> dict:
+def bare(
+    encoder: str, size: int, batch: int, seconds: float, flags: dict, device: torch.device
+) -> float:
+    """The bare encoder's training-step images/s (``compute_limit``) at ``batch``."""
+    torch._dynamo.reset()
+    step = training_step(encoder, size, batch, device, **flags)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    return timed(step, batch, seconds, sync)[0]
+
+
+def run_loop(
+    loop: str, encoder: str, size: int, seconds: float, extra: dict, device: torch.device
+) -> dict:
     command, method, settings, per_image, _ = LOOPS[loop]
     body = section(method, {**settings, "epochs": 100_000, "max_minutes": seconds / 60,
                             "val_episodes": 0, **extra})  # fmt: skip
     data = train_config().model_copy(update={"image_size": size})
     cfg = Config.model_validate(
-        {"data": data.model_dump(), "encoder": {"name": encoder}, command: body}
+        {
+            "device": device.type,
+            "data": data.model_dump(),
+            "encoder": {"name": encoder},
+            command: body,
+        }  # fmt: skip
     )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -101,12 +121,13 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="loop settings of every loop: amp=bf16, compile=on, ...")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", type=Path, help="folder of pipeline_efficiency.json")
     args = parser.parse_args()
     compute.set_threads(args.threads)
     extra = parse_settings(args.set)
-    cpu = torch.device("cpu")
-    amp = compute.autocast_dtype(extra.get("amp", "off"), cpu) is not None
+    device = torch.device(args.device)
+    amp = compute.autocast_dtype(extra.get("amp", "off"), device) is not None
     flags = {"channels_last": extra.get("channels_last", True), "bf16": amp,
              "compiled": extra.get("compile", "off") == "on"}  # fmt: skip
     info = describe()
@@ -114,37 +135,42 @@ def main() -> None:
     rows = []
     for case in args.cases:
         encoder, size = case.split(":")[0], int(case.split(":")[1])
-        bare_by_batch: dict[int, float] = {}
+        bare(encoder, size, 64, 2.0, flags, device)  # the process's first oneDNN calls: not timed
         for loop in args.loops:
             settings = {**LOOPS[loop][2], **extra}
             batch = LOOPS[loop][4](settings)
-            if batch not in bare_by_batch:  # measured before the loop, in the same run
-                torch._dynamo.reset()
-                step = training_step(encoder, size, batch, cpu, **flags)
-                bare_by_batch[batch] = timed(step, batch, args.bare_seconds, lambda: None)[0]
-            bare = bare_by_batch[batch]
+
+            # the bare model right before and right after the loop: a shared machine's speed
+            # drifts by tens of percent over minutes, so the loop is compared with the mean of
+            # the two and the drift between them is reported
+            before = bare(encoder, size, batch, args.bare_seconds, flags, device)
             torch._dynamo.reset()
-            measured = run_loop(loop, encoder, size, args.seconds, extra)
+            measured = run_loop(loop, encoder, size, args.seconds, extra, device)
+            after = bare(encoder, size, batch, args.bare_seconds, flags, device)
+            mean = (before + after) / 2
             steady = measured["steady_encoder_images_per_s"]
             row = {"encoder": encoder, "size": size, "loop": loop, "pass_batch": batch,
-                   "bare_images_per_s": bare, **measured,
-                   "ratio": measured["encoder_images_per_s"] / bare,
-                   "steady_ratio": None if steady is None else steady / bare}  # fmt: skip
+                   "bare_images_per_s": mean, "bare_before": before, "bare_after": after,
+                   "bare_drift": after / before - 1, **measured,
+                   "ratio": measured["encoder_images_per_s"] / mean,
+                   "steady_ratio": None if steady is None else steady / mean}  # fmt: skip
             rows.append(row)
             shown = "n/a" if steady is None else f"{row['steady_ratio']:.2f}"
             print(
-                f"{encoder} {size} px {loop:10} bare {bare:7.0f}  loop "
+                f"{encoder} {size} px {loop:10} bare {before:7.0f} -> {after:7.0f}  loop "
                 f"{row['encoder_images_per_s']:7.0f} encoder images/s: ratio {row['ratio']:.2f}, "
                 f"steady {shown}",
                 flush=True,
             )
     print()
-    print("| encoder | size | loop | bare images/s | loop encoder images/s | ratio | steady |")
+    print("| encoder | size | loop | bare images/s (drift) | loop encoder images/s | ratio | "
+          "steady |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         steady = "n/a" if r["steady_ratio"] is None else f"{r['steady_ratio']:.2f}"
-        print(f"| {r['encoder']} | {r['size']} | {r['loop']} | {r['bare_images_per_s']:.0f} | "
-              f"{r['encoder_images_per_s']:.0f} | {r['ratio']:.2f} | {steady} |")  # fmt: skip
+        print(f"| {r['encoder']} | {r['size']} | {r['loop']} | {r['bare_images_per_s']:.0f} "
+              f"({100 * r['bare_drift']:+.0f}%) | {r['encoder_images_per_s']:.0f} | "
+              f"{r['ratio']:.2f} | {steady} |")  # fmt: skip
     write_json(
         "pipeline_efficiency",
         {"machine": info, "command": " ".join(sys.argv), "seconds": args.seconds,

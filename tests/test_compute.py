@@ -59,13 +59,13 @@ def test_cpuinfo_flags_are_read_from_the_flags_line():
     assert compute.parse_cpuinfo("processor\t: 0\n") == frozenset()
 
 
-def test_this_machines_flags_agree_with_proc_cpuinfo():
+def test_this_machines_flags_agree_with_proc_cpuinfo(float32_cpu):
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
         pytest.skip("no /proc/cpuinfo")
     from_file = compute.parse_cpuinfo(cpuinfo.read_text())
     for flag in compute.NATIVE_BF16_FLAGS:
-        assert (flag in compute.cpu_flags()) == (flag in from_file), flag
+        assert (flag in float32_cpu()) == (flag in from_file), flag
 
 
 @pytest.mark.parametrize("native", ["avx512_bf16", "amx_bf16"])
@@ -198,6 +198,7 @@ def test_a_bf16_run_trains_float32_weights(tmp_path, glyphs, flags):
     flags("avx512_bf16")  # emulated where the CPU has no bf16: slower, not wrong
     method, result, notes = train(tmp_path / "r", glyphs, amp="bf16")
     assert result.steps == STEPS
+    assert result.precision == "bfloat16"  # the card's metrics say what the encoder computed in
     assert all(p.dtype == torch.float32 for p in method.parameters())
     losses = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["loss"] > 0 for r in losses if "loss" in r)
@@ -275,6 +276,8 @@ def test_the_auto_rule_weighs_the_rest_of_the_run():
     assert not compute.should_compile(1.0, int(limit) - 1, None)
     assert not compute.should_compile(1.0, 10 * int(limit), limit / 2)  # a time limit is near
     assert compute.should_compile(0.5, 10 * int(limit), None)
+    # then the compiled steps must beat the eager ones by AUTO_MIN_SPEEDUP
+    assert compute.compiled_pays(1.0, 0.9) and not compute.compiled_pays(1.0, 0.97)
 
 
 @pytest.mark.parametrize("long_enough", [True, False])
@@ -292,6 +295,25 @@ def test_compile_auto_decides_after_timing_eager_steps(tmp_path, glyphs, monkeyp
     assert step_seconds > 0 and steps_left == steps - compute.AUTO_PROBE_STEPS - 1
     assert seconds_left is None
     assert ("--compile auto" in notes) == long_enough
+    assert_plain_keys(tmp_path / "r", method)
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_compile_auto_keeps_the_compiled_step_only_if_faster(tmp_path, glyphs, monkeypatch,
+                                                             eager_backend, pays):  # fmt: skip
+    monkeypatch.setattr(compute, "AUTO_COMPILE_SECONDS", 0.0)
+    timings = []
+    monkeypatch.setattr(compute, "compiled_pays", lambda *a: timings.append(a) or pays)
+    steps = 2 * compute.AUTO_PROBE_STEPS + 4  # probe, compile, trial, then the rest
+    method, result, notes = train(tmp_path / "r", glyphs, steps=steps, compile="auto")
+    assert result.steps == steps
+    assert len(timings) == 1  # decided once, after AUTO_PROBE_STEPS compiled steps
+    eager, compiled = timings[0]
+    assert eager > 0 and compiled > 0
+    if pays:
+        assert "; keeping it" in notes
+    else:
+        assert "not faster; training on without it" in notes
     assert_plain_keys(tmp_path / "r", method)
 
 

@@ -32,6 +32,7 @@ n_drawers = 8
 epochs = 2
 batch_size = 16
 val_episodes = 10
+amp = "off"  # float32 in the child process too (the suite's own CPU flags are patched)
 [pretrain.simclr]
 hidden_dim = 32
 projection_dim = 16

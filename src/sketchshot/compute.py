@@ -31,6 +31,10 @@ COMPILE_BACKEND = "inductor"
 # (1.2x) the compiled rest saves a sixth of its time, which pays a 100 s warm-up from 600 s on.
 AUTO_PROBE_STEPS = 5
 AUTO_COMPILE_SECONDS = 600.0
+# Then it times as many compiled steps and keeps them only if they are this much faster: on a
+# 2-core AVX-512 EPYC (torch 2.14) the compiled conv4 step ran at 0.69x the eager channels-last
+# one (0.54x with bf16) and resnet18's at 0.98-1.0x (benchmarks/README.md).
+AUTO_MIN_SPEEDUP = 1.05
 
 
 @functools.cache
@@ -147,6 +151,12 @@ def should_compile(step_seconds: float, steps_left: int, seconds_left: float | N
     if seconds_left is not None:
         rest = min(rest, seconds_left)
     return rest >= AUTO_COMPILE_SECONDS
+
+
+def compiled_pays(eager_seconds: float, compiled_seconds: float) -> bool:
+    """Whether a compiled training step of ``compiled_seconds`` beats the eager one of
+    ``eager_seconds`` by ``AUTO_MIN_SPEEDUP`` (``--compile auto`` keeps it then)."""
+    return compiled_seconds * AUTO_MIN_SPEEDUP <= eager_seconds
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:

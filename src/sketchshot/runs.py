@@ -305,6 +305,7 @@ def train_run(
                 "steps": result.steps,
                 "seconds": round(result.seconds, 1),
                 "images_per_s": round(result.images_per_s, 1),
+                "precision": result.precision,
                 "stopped": result.stopped,
                 "best": result.best,
                 "last": result.history[-1] if result.history else {},

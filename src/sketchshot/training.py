@@ -149,6 +149,7 @@ class FitResult:
     stopped: str  # "done", "time" or "early_stop"
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
+    precision: str = "float32"  # what the encoder computed in: float32, bfloat16 or float16
 
 
 @dataclass(frozen=True)
@@ -217,8 +218,10 @@ class Trainer:
         # wrapper under torchrun, as PyTorch recommends); checkpoints always save ``method``
         self.model: nn.Module = self.eager_model
         # "off", "auto" (eager steps being timed), "first" (the first compiled step is
-        # next: a failure falls back to eager), "on" (compiled and working), "failed"
+        # next: a failure falls back to eager), "trial" (auto: compiled steps being timed
+        # against the eager ones), "on" (compiled and working), "failed"
         self.compiling = "off"
+        self.eager_seconds: float | None = None  # auto: the median eager step
         problem = compute.compile_problem(ctx.device) if settings.compile != "off" else None
         if settings.compile == "on":
             if problem is None:
@@ -294,6 +297,7 @@ class Trainer:
         limit = self.settings.max_minutes
         seconds_left = limit * 60 - self.loop.seconds if limit else None
         steps_left = self.total_steps - self.loop.step
+        self.eager_seconds = step_seconds
         if self.rank0_says(compute.should_compile(step_seconds, steps_left, seconds_left)):
             rest = min(
                 steps_left * step_seconds, math.inf if seconds_left is None else seconds_left
@@ -301,6 +305,19 @@ class Trainer:
             self.start_compiling(f"--compile auto (about {rest / 60:.0f} min left)")
         else:
             self.compiling = "off"
+
+    def keep_compiled_if_faster(self, compiled_seconds: float) -> None:
+        """``--compile auto``, after timing compiled steps: keep them only where they beat the
+        eager ones (``compute.compiled_pays``; on some CPUs the compiled step is slower), else
+        go back to eager for the rest of the run. Rank 0 decides for every rank."""
+        eager = self.eager_seconds or math.inf
+        ms = f"{1000 * compiled_seconds:.0f} ms a step against {1000 * eager:.0f} ms eager"
+        if self.rank0_says(compute.compiled_pays(eager, compiled_seconds)):
+            self.compiling = "on"
+            self.note(f"--compile auto: compiled, {ms}; keeping it")
+        else:
+            self.model, self.compiling = self.eager_model, "off"
+            self.note(f"--compile auto: compiled, {ms}, not faster; training on without it")
 
     def guarded_step(self, batches: list[Any]) -> dict[str, float]:
         """``step``; the first compiled one falls back to eager where compiling fails (no C++
@@ -319,7 +336,7 @@ class Trainer:
             reason = compute.failure_reason(exc)
             self.note(f"torch.compile failed ({reason}); training on without it")
             return self.step(batches)
-        self.compiling = "on"
+        self.compiling = "trial" if self.eager_seconds is not None else "on"
         return values
 
     def step(self, batches: list[Any]) -> dict[str, float]:
@@ -431,7 +448,9 @@ class Trainer:
         start = time.perf_counter() - loop.seconds
         first = (loop.images, loop.seconds)
         task = progress.add_task(label, total=self.total_steps, completed=loop.step, status="")
-        timed: list[float] = []  # seconds of the eager steps that --compile auto decides by
+        # seconds of the eager steps that --compile auto decides by, then of the compiled ones
+        timed: list[float] = []
+        trial: list[float] = []
         while loop.epoch < s.epochs:
             self.method.train()
             batches = self.source.batches(np.random.default_rng([s.seed, loop.epoch]))
@@ -443,15 +462,19 @@ class Trainer:
                     break
                 self.stop_if_interrupted()
                 self.settled = False
-                began = time.perf_counter()
+                began, was = time.perf_counter(), self.compiling
                 values = self.guarded_step(group)
                 loop.add(values)
                 loop.seconds = time.perf_counter() - start
                 self.settled = True
-                if self.compiling == "auto":  # the first step (warm-up) is not timed
+                if was == "auto":  # the first step (warm-up) is not timed
                     timed.append(time.perf_counter() - began)
                     if len(timed) > compute.AUTO_PROBE_STEPS:
                         self.decide_compiling(statistics.median(timed[1:]))
+                elif was == "trial":  # compiled steps after the compiling one
+                    trial.append(time.perf_counter() - began)
+                    if len(trial) >= compute.AUTO_PROBE_STEPS:
+                        self.keep_compiled_if_faster(statistics.median(trial))
                 rate = (loop.images - first[0]) / max(1e-9, loop.seconds - first[1])
                 shown = " ".join(f"{k} {v:.3g}" for k, v in values.items() if k != "lr")
                 progress.update(
@@ -563,7 +586,7 @@ def fit(
     if trainer.amp_dtype is None and settings.amp not in ("off", "auto"):
         notes(f"--amp {settings.amp} is ignored on {ctx.device}")
     elif trainer.amp_dtype is not None and settings.amp == "auto":
-        notes(f"--amp auto: bf16 autocast on {ctx.device}")
+        notes(f"bf16 autocast on {ctx.device} (--amp auto; --amp off trains in float32)")
     images0, seconds0 = trainer.loop.images, trainer.loop.seconds
     progress = progress_bar(console, disable=quiet or not ctx.is_main, status=True)
     try:
@@ -596,4 +619,5 @@ def fit(
         stopped=stopped,
         history=trainer.history,
         best={"epoch": loop.best_epoch, settings.monitor: loop.best},
+        precision=str(trainer.amp_dtype or torch.float32).removeprefix("torch."),
     )

@@ -22,25 +22,29 @@ if sys.argv[1] == "cuda":
 EOF
 if [ "$DEVICE" = cuda ]; then
     CASES="conv4:28:1024 resnet18:64:512 resnet18:224:256"
-else
+    SSL="resnet18:64 resnet18:224"
+    R64="resnet18:64"
+else  # the smoke test: conv4 alone
     CASES="conv4:28:64"
+    SSL="conv4:28"
+    R64="conv4:28"
 fi
 # 1. the compute limit: bare forward+backward+Adam, eager, channels-last, bf16 autocast,
 #    torch.compile and compile + bf16; inference plain and BatchNorm-folded
 python benchmarks/compute_limit.py --device "$DEVICE" --seconds "$ROW" --cases $CASES \
     --out "$OUT"
 # 2. the loops on the device (views are made on the device, after the copy): resnet18 SimCLR
-#    at 64 and 224 px, conv4 ProtoNet 60-way (episodes/s = images/s / 360), float32, then bf16,
-#    then bf16 + compile
+#    at 64 and 224 px, conv4 ProtoNet 60-way (episodes/s = images/s / 360), float32, then bf16
+#    (amp=auto: bf16 on GPUs that have it), then bf16 + compile
 python benchmarks/pipeline_efficiency.py --device "$DEVICE" --seconds "$LOOP" \
-    --bare-seconds "$ROW" --cases resnet18:64 resnet18:224 --loops simclr --out "$OUT/fp32"
+    --bare-seconds "$ROW" --cases $SSL --loops simclr --out "$OUT/fp32"
 python benchmarks/pipeline_efficiency.py --device "$DEVICE" --seconds "$LOOP" \
-    --bare-seconds "$ROW" --cases resnet18:64 resnet18:224 --loops simclr --set amp=bf16 \
+    --bare-seconds "$ROW" --cases $SSL --loops simclr --set amp=auto \
     --out "$OUT/bf16"
 python benchmarks/pipeline_efficiency.py --device "$DEVICE" --seconds "$LOOP" \
-    --bare-seconds "$ROW" --cases conv4:28 --loops protonet simclr --set amp=bf16 \
+    --bare-seconds "$ROW" --cases conv4:28 --loops protonet simclr --set amp=auto \
     --out "$OUT/conv4-bf16"
 python benchmarks/pipeline_efficiency.py --device "$DEVICE" --seconds "$LOOP" \
-    --bare-seconds "$ROW" --cases resnet18:64 --loops simclr --set amp=bf16 compile=on \
+    --bare-seconds "$ROW" --cases $R64 --loops simclr --set amp=auto compile=on \
     --out "$OUT/bf16-compile"
 echo "figures under $OUT"

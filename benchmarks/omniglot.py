@@ -47,9 +47,9 @@ def section(method: str, settings: dict) -> dict:
     return out
 
 
-def held_out(image_size: int = 28) -> SketchDataset:
+def held_out(image_size: int = 28, fit: str = "page") -> SketchDataset:
     """Japanese (katakana), Sanskrit and Tagalog: 106 characters x 20 drawers."""
-    cfg = DataConfig(source=str(TEST_ZIP), exclude_classes=SEEN_ALPHABETS)
+    cfg = DataConfig(source=str(TEST_ZIP), exclude_classes=SEEN_ALPHABETS, fit=fit)
     return load_dataset(cfg, image_size, "all")
 
 

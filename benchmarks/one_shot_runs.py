@@ -29,15 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from omniglot import OMNIGLOT, TEST_ZIP, TRAIN_ZIP, held_out, section  # noqa: E402
 
 from sketchshot import engine  # noqa: E402
+from sketchshot.card import Preprocessing  # noqa: E402
 from sketchshot.checkpoint import read_card  # noqa: E402
 from sketchshot.config import Config, DataConfig, EncoderConfig, EnsembleConfig  # noqa: E402
-from sketchshot.evaluation import (  # noqa: E402
-    draw_episodes,
-    embed,
-    episode_accuracies,
-    mean_ci95,
-    predict_episodes,
-)
+from sketchshot.evaluation import embed  # noqa: E402
+from sketchshot.protocols.episodes import episodes_protocol  # noqa: E402
 from sketchshot.protocols.omniglot_runs import make_runs, read_runs, runs_protocol  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "one_shot_runs.md"
@@ -57,17 +53,30 @@ def dev_runs(folder: Path, count: int = 60, seed: int = 0) -> Path:
     return folder
 
 
-def scores(model, runs_dir: Path, size: int, episodes: int, tta: int) -> dict:
-    """Dev-runs error and the held-out episode accuracies of ``model`` (mean, 95% CI)."""
-    cpu = torch.device("cpu")
-    runs = runs_protocol(model, read_runs(runs_dir, size), cpu, views=tta)
-    test = held_out(size)
+def scores(
+    model,
+    runs_dir: Path,
+    pre: Preprocessing,
+    episodes: int,
+    tta: int,
+    shape: float = 0.0,
+    queries: int = 15,
+) -> dict:
+    """Dev-runs error and the held-out episode accuracies of ``model`` (mean, 95% CI), the
+    images decoded as its ``pre``processing says, the model's scores fused with the shape match
+    by ``shape`` (``evaluate --shape-weight``)."""
+    cpu, size = torch.device("cpu"), pre.image_size
+    read = read_runs(runs_dir, size, pre.invert, pre.fit)
+    runs = runs_protocol(model, read, cpu, views=tta, shape_weight=shape)
+    test = held_out(size, pre.fit)
     emb = embed(model, test.images, cpu, views=tta)
     out = {"error": (runs.details["mean_error_rate"], runs.figures[0].ci95)}
     for key, n_way, within in (("5w", 5, False), ("20w", 20, False), ("20w_in", 20, True)):
-        drawn = draw_episodes(test.labels, n_way, 1, 15, episodes, 0, test.class_names, within)
-        acc = episode_accuracies(predict_episodes(model, emb, drawn), drawn)
-        out[key] = mean_ci95(acc)
+        report = episodes_protocol(
+            model, emb, test, n_way, 1, queries, episodes, 0, within_groups=within,
+            shape_weight=shape,
+        )  # fmt: skip
+        out[key] = (report.figures[0].accuracy, report.figures[0].ci95)
     return out
 
 
@@ -81,10 +90,13 @@ def rescore(args: argparse.Namespace, runs_dir: Path) -> None:
             runs = tuple(Path(m) for m in args.models)
             engine.ensemble(EnsembleConfig(runs=runs, out=path))
         model, card = engine.load_model(path)
-    s = scores(model.eval(), runs_dir, card.preprocessing.image_size, args.episodes, args.tta)
+    s = scores(model.eval(), runs_dir, card.preprocessing, args.episodes, args.tta,
+               args.shape_weight, args.queries)  # fmt: skip
     names = ", ".join(Path(m).name for m in args.models)
     what = f"ensemble of {len(cards)}: {names}" if len(cards) > 1 else f"saved run {names}"
     label = f"tta={args.tta}" if args.tta > 1 else ""
+    label += f" shape={args.shape_weight:g}" if args.shape_weight else ""
+    label += f" queries={args.queries} episodes={args.episodes}" if args.queries != 15 else ""
     minutes = sum(c.metrics.get("seconds", 0) / 60 for c in cards)
     record(row(args.idea, what, label, minutes, float("nan"), s))
 
@@ -127,12 +139,17 @@ def main() -> None:
     parser.add_argument("--method", default="protonet")
     parser.add_argument("--encoder", default="conv4")
     parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--fit", choices=("page", "ink"), default="page", help="image frame")
     parser.add_argument("--init", default="scratch", help="scratch or a pretrain run folder")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of 100 episodes")
     parser.add_argument("--minutes", type=float, help="stop after this many minutes instead")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--tta", type=int, default=1, help="test-time views (1: none)")
     parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=15, help="queries per class, episodes")
+    parser.add_argument(
+        "--shape-weight", type=float, default=0.0, help="fuse the shape match (--models only)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/sketchshot-dev-runs"))
     parser.add_argument("--keep", type=Path, help="keep the run folder as KEEP/<idea>")
@@ -147,7 +164,10 @@ def main() -> None:
     overrides = parse_sets(args.set)
     source = STROKES_ZIP if args.data == "strokes" else TRAIN_ZIP
     data = DataConfig(
-        source=str(source), split_fractions=(1.0, 0.0, 0.0), image_size=args.image_size
+        source=str(source),
+        split_fractions=(1.0, 0.0, 0.0),
+        image_size=args.image_size,
+        fit=args.fit,
     )
     settings = {
         "init": args.init, "n_way": 60, "n_shot": 1, "n_query": 5, "episodes_per_epoch": 100,
@@ -170,11 +190,13 @@ def main() -> None:
         model, card = engine.load_model(run.run_dir)
     model.eval()
     size = card.preprocessing.image_size
-    s = scores(model, runs_dir, size, args.episodes, args.tta)
+    s = scores(model, runs_dir, card.preprocessing, args.episodes, args.tta)
     label = " ".join(f"{k}={v}" for k, v in overrides.items())
     if args.tta > 1:
         label = f"{label} tta={args.tta}".strip()
     what = f"{args.data}, {args.encoder}, {size} px, {run.fit.epochs} ep"
+    if args.fit == "ink":
+        what = what.replace(f"{args.data}, ", f"{args.data} fit to ink, ")
     if args.init != "scratch":
         what += f", init {Path(args.init).name}"
     record(row(args.idea, what, label, minutes, run.fit.images_per_s, s))

@@ -4,6 +4,7 @@ PIL images, numpy arrays and tensors; lazy top-level exports; the example script
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import runpy
 import subprocess
@@ -19,6 +20,7 @@ import sketchshot
 from helpers import sketch_array, write_folder, write_png
 from sketchshot import engine
 from sketchshot.bank import load_bank, save_bank
+from sketchshot.card import with_card_digest
 from sketchshot.config import PredictConfig
 from sketchshot.errors import CheckpointError, DataError
 from sketchshot.evaluation import one_thread
@@ -85,6 +87,30 @@ def test_every_input_kind_gives_the_embedding_of_the_file(model, tmp_path):
     assert torch.equal(features, features[:1].expand_as(features))
     alone = model.embed(scan)  # one image, not in a list (another batch: float rounding)
     assert alone.shape == (1, 64) and torch.allclose(alone, features[:1], atol=1e-6)
+
+
+def test_a_model_fitted_to_ink_decodes_files_and_images_that_way(saved_model, tmp_path):
+    """preprocessing.fit = "ink" in the card: every path and image is cropped to its drawing,
+    as training decoded its data, so a drawing in a page's corner preprocesses like the same
+    drawing centred; a page-fit model sees two different pictures."""
+    card = saved_model / "model.json"
+    page = sketchshot.load(saved_model, device="cpu")
+    data = json.loads(card.read_text(encoding="utf-8"))
+    data["preprocessing"]["fit"] = "ink"
+    card.write_text(json.dumps(with_card_digest(data), indent=2), encoding="utf-8")
+    ink = sketchshot.load(saved_model, device="cpu")
+    assert ink.preprocessing.fit == "ink" and page.preprocessing.fit == "page"
+    drawing = sketch_array(1, 0, size=40)
+    corner = np.full((120, 120), 255, np.uint8)
+    corner[:40, 80:] = drawing  # the same drawing, small, in the top-right corner of a page
+    path = write_png(tmp_path / "corner.png", corner)
+    for m, alike in ((ink, True), (page, False)):
+        centred, cornered, file = m.preprocess(
+            [drawing, Image.fromarray(corner), str(path)]
+        ).float()
+        assert torch.equal(cornered, file)
+        close = (centred - cornered).abs().mean() < 0.3 * centred.mean()
+        assert bool(close) is alike
 
 
 def test_bad_inputs_are_domain_errors(model, tmp_path):

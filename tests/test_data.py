@@ -364,3 +364,60 @@ def test_an_explicit_split_pattern_that_matches_nothing_is_an_error():
     cfg = DataConfig(builtin={"n_classes": 6, "n_drawers": 2}, val_classes=("Gerek",))
     with pytest.raises(DataError, match="--val-classes .*Gerek.* matches no class"):
         load_dataset(cfg, 16, "train")
+
+
+def _drawing_at(offset: tuple[int, int], scale: float, page: int = 105) -> bytes:
+    """A white page with the same dark cross-and-ring drawn ``scale`` times as large, its
+    box's top-left corner at ``offset``, as PNG bytes."""
+    im = Image.new("L", (page, page), 255)
+    draw = ImageDraw.Draw(im)
+    x, y, s = offset[0], offset[1], 30 * scale
+    draw.line([(x, y), (x + s, y + s)], fill=0, width=max(1, round(3 * scale)))
+    draw.line([(x, y + s), (x + s, y)], fill=0, width=max(1, round(3 * scale)))
+    draw.ellipse(
+        (x + s / 4, y, x + 3 * s / 4, y + s / 2), outline=0, width=max(1, round(3 * scale))
+    )
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_fit_ink_frames_the_drawing_wherever_and_however_large_it_was_drawn():
+    small_corner, large_centre = _drawing_at((5, 8), 1.0), _drawing_at((20, 25), 2.0)
+    page = [decode_sketch(d, 28, "auto", "x.png") for d in (small_corner, large_centre)]
+    ink = [decode_sketch(d, 28, "auto", "x.png", fit="ink") for d in (small_corner, large_centre)]
+
+    # the whole page: the two pictures are unrelated; fitted to their ink, nearly the same
+    def correlation(pair: list[np.ndarray]) -> float:
+        return float(
+            np.corrcoef(pair[0].astype(float).ravel(), pair[1].astype(float).ravel())[0, 1]
+        )
+
+    assert correlation(page) < 0.2 and correlation(ink) > 0.85
+    # the fitted drawing spans the frame but for the border, centred
+    rows, cols = np.flatnonzero((ink[1] > 60).any(1)), np.flatnonzero((ink[1] > 60).any(0))
+    assert rows[0] in (1, 2, 3) and 28 - 1 - rows[-1] in (1, 2, 3)
+    assert abs((cols[0] + cols[-1]) - (rows[0] + rows[-1])) <= 2  # a square box, centred
+
+
+def test_fit_ink_keeps_the_aspect_ratio_and_a_blank_page_is_still_refused():
+    im = Image.new("L", (105, 105), 255)
+    ImageDraw.Draw(im).line([(10, 50), (90, 50)], fill=0, width=4)  # a wide, flat stroke
+    out = io.BytesIO()
+    im.save(out, format="PNG")
+    fitted = decode_sketch(out.getvalue(), 28, "auto", "dash.png", fit="ink")
+    rows = np.flatnonzero((fitted > 60).any(1))
+    assert rows.size <= 4 and abs(rows.mean() - 13.5) <= 1.5  # still flat, in the middle
+    blank = io.BytesIO()
+    Image.new("L", (40, 40), 255).save(blank, format="PNG")
+    with pytest.raises(DataError, match="blank"):
+        decode_sketch(blank.getvalue(), 28, "auto", "blank.png", fit="ink")
+
+
+def test_fit_ink_applies_to_folders_and_the_built_in_glyphs(tree):
+    page, ink = (load_image_folder(tree, 28, "auto", fit) for fit in ("page", "ink"))
+    assert page.class_names == ink.class_names and ink.images.shape == page.images.shape
+    assert ink.images.float().mean() > page.images.float().mean()  # the drawings fill more
+    glyphs = {f: load_dataset(DataConfig(fit=f), 28) for f in ("page", "ink")}
+    assert torch.equal(glyphs["page"].labels, glyphs["ink"].labels)
+    assert glyphs["ink"].images.float().mean() > glyphs["page"].images.float().mean()

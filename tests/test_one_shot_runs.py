@@ -79,6 +79,10 @@ def test_written_runs_read_back_with_their_answers(tmp_path: Path) -> None:
         assert np.array_equal(data.labels[run.training].numpy()[back.answers], truth)
         # images survive the round trip (written dark on white, read back bright on dark)
         assert torch.equal(back.test, data.images[run.test])
+    fitted = read_runs(tmp_path / "runs", 28, fit="ink")  # as a model with fit = "ink" reads
+    for back, ink in zip(read, fitted, strict=True):
+        assert np.array_equal(back.answers, ink.answers) and ink.test.shape == back.test.shape
+        assert ink.test.float().mean() > back.test.float().mean()  # drawings fill the frame
     with pytest.raises(DataError, match="exists and is not an empty folder"):
         write_runs(data, tmp_path / "runs", runs)
 
@@ -101,6 +105,18 @@ def test_data_runs_command_and_evaluate_runs(tmp_path: Path, saved_model: Path) 
     assert result.exit_code == 0, result.output
     assert "3-way one-shot runs" in plain(result.output)
     assert "mean error rate" in plain(result.output)
+    model = ["evaluate", "--model", str(saved_model)]
+    shaped = runner.invoke(app, [*model, "--runs", str(out), "--shape-weight", "0.5", "--json"])
+    assert shaped.exit_code == 0, shaped.output
+    assert '"shape_weight": 0.5' in shaped.output and "shape match x0.5" in shaped.output
+    knn = ["--protocol", "knn", "--data", str(data_dir), "--shape-weight", "1"]
+    refused = runner.invoke(app, [*model, *knn])
+    assert refused.exit_code != 0 and "--shape-weight" in plain(refused.output)
+    episodes = runner.invoke(app, [*model, "--data", str(data_dir), "--split", "all", "--ways",
+                                   "3", "--shots", "2", "--queries", "1", "--episodes", "5",
+                                   "--shape-weight", "0.5", "--json"])  # fmt: skip
+    assert episodes.exit_code == 0, episodes.output
+    assert '"shape_weight": 0.5' in episodes.output and "shape match x0.5" in episodes.output
     again = runner.invoke(app, ["data", "runs", str(data_dir), "--out", str(out)])
     assert again.exit_code != 0 and "not an empty folder" in plain(again.output)
 

@@ -114,12 +114,12 @@ def _pixels(item: ImageLike, pre: Preprocessing, name: str) -> torch.Tensor:
     if isinstance(item, torch.Tensor):
         return _tensor_pixels(item, pre.image_size, name)
     if isinstance(item, str | os.PathLike):
-        array = read_image(os.fspath(item), pre.image_size, pre.invert)
+        array = read_image(os.fspath(item), pre.image_size, pre.invert, pre.fit)
     else:
         image = _array_image(item, name) if isinstance(item, np.ndarray) else item
         if not isinstance(image, Image.Image):
             raise DataError(f"{name}: a {type(item).__name__} is not an image")
-        array = decode_sketch(_encoded(image), pre.image_size, pre.invert, name)
+        array = decode_sketch(_encoded(image), pre.image_size, pre.invert, name, pre.fit)
     return torch.tensor(array)[None, None]  # a copy: decoded arrays are read-only
 
 

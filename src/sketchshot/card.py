@@ -163,6 +163,7 @@ class Preprocessing(Card):
 
     image_size: int = Field(ge=8, le=512)
     invert: Literal["auto", "yes", "no"] = "auto"
+    fit: Literal["page", "ink"] = "page"  # older cards: the whole page
     mean: float = PIXEL_MEAN
     std: float = PIXEL_STD
     convention: str = CONVENTION

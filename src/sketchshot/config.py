@@ -74,6 +74,13 @@ class DataConfig(Frozen):
     invert: Literal["auto", "yes", "no"] = Field(
         "auto", description="make strokes bright on dark; 'auto' inverts white-background images"
     )
+    fit: Literal["page", "ink"] = Field(
+        "page",
+        description="frame of image files: 'page' keeps the whole page; 'ink' crops each "
+        "image to its drawing's bounding box (where and how large people drew no longer "
+        "matters: handwritten characters, scanned symbols). Vector drawings are always "
+        "fitted. Saved with the model: evaluate, enroll and predict decode the same way",
+    )
     classes: tuple[str, ...] = Field(
         (), description="keep only classes matching these globs or top-level groups"
     )
@@ -728,6 +735,15 @@ class EvaluateConfig(Frozen):
     )
     tta: int = Field(
         1, ge=1, le=64, description="views averaged per image (test-time augmentation; 1: off)"
+    )
+    shape_weight: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="runs and episodes: join the model's scores with a training-free shape "
+        "match (each query laid over each class drawing by the best affine map; "
+        "sketchshot.alignment), this much of it: 0.25-0.5 for handwritten characters; 0: the "
+        "model alone. It costs about 0.3 ms per query-drawing pair on one core",
     )
 
 

@@ -136,7 +136,7 @@ def _fractions(data: DataConfig) -> str:
 
 
 def _preprocessing(cfg: Config, image_size: int) -> Preprocessing:
-    return Preprocessing(image_size=image_size, invert=cfg.data.invert)
+    return Preprocessing(image_size=image_size, invert=cfg.data.invert, fit=cfg.data.fit)
 
 
 def pretrain(
@@ -474,7 +474,8 @@ def evaluate(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     method, card = load_model(model, device)
-    cfg = cfg.model_copy(update={"evaluate": evaluation_split(cfg, card)})
+    framed = cfg.data.model_copy(update={"fit": card.preprocessing.fit})  # as it was trained
+    cfg = cfg.model_copy(update={"evaluate": evaluation_split(cfg, card), "data": framed})
     done = run_protocol(
         method, card.preprocessing, cfg, device, episodes_out, save_grid, save_confusion,
         card.class_names,
@@ -573,7 +574,8 @@ def embed_source(
     device = resolve_device(cfg.device)
     method, card = load_model(model, device)
     pre = card.preprocessing
-    dataset = load_source(cfg.data, pre.image_size, DataConfig(source=cfg.data, invert=pre.invert))
+    decoding = DataConfig(source=cfg.data, invert=pre.invert, fit=pre.fit)
+    dataset = load_source(cfg.data, pre.image_size, decoding)
     with progress_bar(console or Console(stderr=True), quiet) as bar:
         task = bar.add_task("embedding", total=len(dataset))
         features = encode_in_batches(

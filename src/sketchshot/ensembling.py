@@ -27,7 +27,7 @@ WHY_EUCLIDEAN = (
     "an ensemble puts its members' embeddings side by side, so that its squared Euclidean "
     "distance is the sum of theirs, and that is ProtoNet's score only with distance euclidean"
 )
-PREPROCESSING = ("image_size", "invert", "mean", "std")
+PREPROCESSING = ("image_size", "invert", "fit", "mean", "std")
 
 
 @dataclass(frozen=True)

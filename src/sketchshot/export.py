@@ -68,6 +68,7 @@ ROWS = {"images": "batch", "embeddings": "batch", "query": "queries", "prototype
 PIXELS = (
     "float32 [batch, 1, S, S] in [0, 1] (uint8 / 255), strokes bright on a dark background: "
     "decoded grey, inverted as preprocessing.invert says (auto: when the page is light), "
+    "cropped to the drawing's bounding box with a 10% border where preprocessing.fit is 'ink', "
     "padded square and resized to image_size; the encoder applies (x - mean) / std itself"
 )
 

@@ -48,11 +48,15 @@ def state_digest(modules: Iterable[nn.Module]) -> str:
     return digest.hexdigest()
 
 
-def feature_key(feature_set: str, weights: str, image_size: int, invert: str) -> str:
+def feature_key(
+    feature_set: str, weights: str, image_size: int, invert: str, fit: str = "page"
+) -> str:
     """The cache key of one feature set's features: a hash of its name, its weights'
-    ``state_digest``, the image size and inversion, and ``CACHE_VERSION``."""
+    ``state_digest``, the image size, inversion and frame, and ``CACHE_VERSION``."""
     about = {"set": feature_set, "weights": weights, "image_size": image_size,
              "invert": invert, "version": CACHE_VERSION}  # fmt: skip
+    if fit != "page":  # keys of the whole-page frame stay those written before ``fit``
+        about["fit"] = fit
     text = json.dumps(about, sort_keys=True)
     return f"{feature_set}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 

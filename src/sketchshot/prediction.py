@@ -100,8 +100,9 @@ def expand_inputs(inputs: Sequence[str], stdin: TextIO | None = None) -> Iterato
             raise DataError(f"stdin: a line is not text in its encoding ({exc.reason})") from None
 
 
-def read_image(path: str, image_size: int, invert: Any) -> np.ndarray:
-    """uint8 [S, S] of one image file; a ``DataError`` saying why when it cannot be read."""
+def read_image(path: str, image_size: int, invert: Any, fit: Any = "page") -> np.ndarray:
+    """uint8 [S, S] of one image file (``invert``, ``fit``: as ``decode_sketch``); a
+    ``DataError`` saying why when it cannot be read."""
     try:
         data = read_image_bytes(path, path)
     except FileNotFoundError:
@@ -111,7 +112,7 @@ def read_image(path: str, image_size: int, invert: Any) -> np.ndarray:
         raise DataError(f"no images in folder {path}") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode_sketch(data, image_size, invert, path)
+    return decode_sketch(data, image_size, invert, path, fit)
 
 
 class PathFeed:
@@ -263,13 +264,13 @@ def predict_paths(
     ``on_batch(n)`` after each batch of n paths. ``paths`` may be a lazy iterable (stdin): its
     paths are labelled as they arrive, in batches of what has arrived. A query is labelled
     ``unknown`` when its similarity to the nearest class is below ``reject_below``."""
-    size, invert = preprocessing.image_size, preprocessing.invert
+    size, invert, fit = preprocessing.image_size, preprocessing.invert, preprocessing.fit
     feed = PathFeed(paths, batch_size)
     try:
         with ThreadPoolExecutor(READERS) as pool:
 
             def submit(batch: list[str]) -> list[Future[np.ndarray]]:
-                return [pool.submit(read_image, p, size, invert) for p in batch]
+                return [pool.submit(read_image, p, size, invert, fit) for p in batch]
 
             batch = feed.take(wait=True)
             decoding = submit(batch)

@@ -178,7 +178,9 @@ class CachedFeatures:
         stack, pre = self.stack, self.pre
         hashes = file_sha256s(self.paths)
         keys = {
-            s: feature_key(s, state_digest(stack.depends_on(s)), pre.image_size, pre.invert)
+            s: feature_key(
+                s, state_digest(stack.depends_on(s)), pre.image_size, pre.invert, pre.fit
+            )
             for s in stack.sets
         }
         found = {s: self.cache.load(keys[s], hashes) for s in stack.sets}
@@ -190,7 +192,9 @@ class CachedFeatures:
                 missing.setdefault(need, []).append(s)
         todo = sorted(set().union(*missing)) if missing else []
         if todo:
-            images = decode_images([self.paths[i] for i in todo], pre.image_size, pre.invert)
+            images = decode_images(
+                [self.paths[i] for i in todo], pre.image_size, pre.invert, fit=pre.fit
+            )
             row = {image: n for n, image in enumerate(todo)}
             with progress_bar(self.console, disable=self.quiet) as bar:
                 task = bar.add_task("features", total=sum(len(n) for n in missing))
@@ -200,7 +204,7 @@ class CachedFeatures:
                     for s in sets:
                         new = {hashes[i]: computed[s][j] for j, i in enumerate(need)}
                         about = {"feature_set": s, "image_size": str(pre.image_size),
-                                 "invert": pre.invert}  # fmt: skip
+                                 "invert": pre.invert, "fit": pre.fit}  # fmt: skip
                         self.cache.save(keys[s], new, about)
                         found[s].update(new)
         features = torch.cat(
@@ -285,7 +289,7 @@ def finetune_pairs(
     f, s, data = cfg.finetune, cfg.finetune.method, cfg.data
     image_size = data.image_size
     assert image_size is not None and data.pairs is not None
-    pre = Preprocessing(image_size=image_size, invert=data.invert)
+    pre = Preprocessing(image_size=image_size, invert=data.invert, fit=data.fit)
     encoder_args = encoder_arguments(cfg.encoder, image_size)
     table = read_pairs(data.pairs, data.min_agreement, data.min_reviewers)
     assert table.labels is not None
@@ -327,7 +331,7 @@ def finetune_pairs(
         if resume is None:  # now, so that the loop's epochs time training alone; a resumed
             frozen.get(resolve_device(cfg.device))  # run computes them once restored
     else:
-        images = decode_images(table.images, image_size, data.invert)
+        images = decode_images(table.images, image_size, data.invert, fit=data.fit)
     augment = SketchAugment.from_config(f.views)
 
     def features(device: torch.device) -> torch.Tensor:
@@ -519,7 +523,7 @@ def evaluate_pairs(
     pre = card.preprocessing
     images = torch.zeros(len(table.images), 1, pre.image_size, pre.image_size, dtype=torch.uint8)
     images[torch.from_numpy(rows)] = decode_images(
-        [table.images[i] for i in rows], pre.image_size, pre.invert
+        [table.images[i] for i in rows], pre.image_size, pre.invert, fit=pre.fit
     )
     features = encoded(method, images, rows, device)
     labels = torch.from_numpy(table.labels[index])
@@ -583,7 +587,7 @@ def predict_pairs(cfg: PredictConfig, console: Console | None = None) -> PairPre
     table = read_pairs(cfg.pairs, labelled=False, check_files=False)
     pre = card.preprocessing
     errors: dict[int, str] = {}
-    images = decode_images(table.images, pre.image_size, pre.invert, errors)
+    images = decode_images(table.images, pre.image_size, pre.invert, errors, pre.fit)
     features = embed(method, images, device, cfg.batch_size)
     p_a = score_pairs(method, features.float(), table.a, table.b).sigmoid().tolist()
     rows = []

@@ -57,7 +57,7 @@ def card_fields(card: dict[str, Any]) -> list[tuple[str, Any]]:
         ("initialised from", m.get("init", "scratch")),
         (
             "preprocessing",
-            f"{p.get('image_size')}px, invert {p.get('invert')}, "
+            f"{p.get('image_size')}px, invert {p.get('invert')}, fit {p.get('fit', 'page')}, "
             f"mean {p.get('mean')}, std {p.get('std')}",
         ),
         ("classes", f"{len(card.get('class_names') or ())}{origin}"),

@@ -242,6 +242,7 @@ DEVICE = Flag("--device", "device", RUN)
 DATA_FLAGS = (
     Flag("--data", "data.source", DATA),
     Flag("--image-size", "data.image_size", DATA),
+    Flag("--fit", "data.fit", DATA),
     Flag("--classes", "data.classes", DATA, note=", e.g. 'Sanskrit/*'"),
     Flag("--exclude-classes", "data.exclude_classes", DATA),
     Flag("--train-classes", "data.train_classes", DATA),

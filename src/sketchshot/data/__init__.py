@@ -3,13 +3,18 @@ QuickDraw, SVG), class splits, episodes and views."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
 
 from sketchshot.card import Preprocessing
 from sketchshot.config import DataConfig, Split
 from sketchshot.data.dataset import SketchDataset, filter_classes
-from sketchshot.data.folder import load_image_folder, require_labels
+from sketchshot.data.folder import fit_to_ink, load_image_folder, require_labels
 from sketchshot.data.glyphs import make_glyphs
 from sketchshot.data.splits import (
     split_classes,
@@ -64,14 +69,27 @@ def load_splits(cfg: DataConfig, image_size: int) -> dict[str, SketchDataset | N
 def _decoded(cfg: DataConfig, image_size: int) -> SketchDataset:
     if cfg.source == "builtin":
         b = cfg.builtin
-        return subsample(_glyphs(b.n_classes, b.n_drawers, image_size, b.seed), cfg)
+        glyphs = _glyphs(b.n_classes, b.n_drawers, image_size, b.seed)
+        return subsample(_fitted(glyphs) if cfg.fit == "ink" else glyphs, cfg)
     return subsample(load_source(cfg.source, image_size, cfg), cfg)
+
+
+def _fitted(dataset: SketchDataset) -> SketchDataset:
+    """``dataset`` with each image cropped to its drawing (``fit_to_ink``) at the same size."""
+    size = dataset.images.shape[-1]
+
+    def fit(gray: np.ndarray) -> np.ndarray:
+        box = Image.fromarray(fit_to_ink(gray))
+        return np.asarray(box.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+    images = np.stack([fit(im) for im in dataset.images[:, 0].numpy()])
+    return dataclasses.replace(dataset, images=torch.from_numpy(images).unsqueeze(1))
 
 
 def load_support(source: str | Path, preprocessing: Preprocessing) -> SketchDataset:
     """Labelled support images (or drawings) of any source, as a model's ``preprocessing``
     decodes them: what enroll, predict --support and the API's enroll read."""
-    cfg = DataConfig(source=str(source), invert=preprocessing.invert)
+    cfg = DataConfig(source=str(source), invert=preprocessing.invert, fit=preprocessing.fit)
     dataset = load_source(str(source), preprocessing.image_size, cfg)
     return require_labels(dataset, "a support folder")
 
@@ -85,5 +103,5 @@ def load_source(source: str, image_size: int, cfg: DataConfig) -> SketchDataset:
     if kind == "images" and (cfg.recognized != "any" or cfg.countries):
         raise ConfigError("--recognized and --countries filter QuickDraw .ndjson files only")
     if kind == "images":
-        return load_image_folder(source, image_size, cfg.invert)
+        return load_image_folder(source, image_size, cfg.invert, cfg.fit)
     return load_vector_source(source, kind, image_size, cfg)

@@ -155,16 +155,22 @@ def _composited(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 
 def decode_sketch(
-    data: bytes, size: int, invert: Literal["auto", "yes", "no"], name: str
+    data: bytes,
+    size: int,
+    invert: Literal["auto", "yes", "no"],
+    name: str,
+    fit: Literal["page", "ink"] = "page",
 ) -> np.ndarray:
     """Bytes of one image -> uint8 [size, size], strokes bright on dark.
 
     16-bit and float images are scaled to 0..255 by their bit depth, and transparent ones
-    composited onto the page that makes their strokes visible. Non-square images are padded
-    with their background to a square first, so shapes keep their aspect ratio. With
-    ``invert="auto"`` an image whose mean is above mid-grey (a white page) is inverted. An
-    image that decodes blank (at most ``FAINT`` grey levels apart) is refused:
-    ``UnreadableImage``."""
+    composited onto the page that makes their strokes visible. With ``invert="auto"`` an image
+    whose mean is above mid-grey (a white page) is inverted. ``fit="page"`` keeps the whole
+    page, padded with its background to a square (shapes keep their aspect ratio);
+    ``fit="ink"`` crops it to the drawing's bounding box first, with an ``INK_MARGIN`` border
+    (as vector drawings are rendered), so that where on the page and how large someone drew
+    no longer matters. An image that decodes blank (at most ``FAINT`` grey levels apart) is
+    refused: ``UnreadableImage``."""
     im = _open(data, name)
     try:
         with im:
@@ -183,12 +189,7 @@ def decode_sketch(
         raise UnreadableImage(name, f"it is blank ({where}): nothing to label")
     if invert == "yes" or (invert == "auto" and gray.mean() > 127.5):
         gray = 255 - gray
-    h, w = gray.shape
-    if h != w:
-        side = max(h, w)
-        canvas = np.zeros((side, side), dtype=np.uint8)
-        canvas[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = gray
-        gray = canvas
+    gray = fit_to_ink(gray) if fit == "ink" else _squared(gray)
     if gray.shape[0] != size:
         resample = Image.Resampling.BOX if gray.shape[0] > size else Image.Resampling.BILINEAR
         gray = np.asarray(Image.fromarray(gray).resize((size, size), resample), dtype=np.uint8)
@@ -196,6 +197,35 @@ def decode_sketch(
             reason = f"it is blank at {size} px: its strokes are too thin or faint"
             raise UnreadableImage(name, reason)
     return gray
+
+
+# fit="ink": the blank border around the drawing's bounding box, a fraction of its longer side
+# on each side (close to the border vector drawings are rendered with, render.PADDING)
+INK_MARGIN = 0.1
+
+
+def _squared(gray: np.ndarray, margin: int = 0) -> np.ndarray:
+    """``gray`` centred on a dark square canvas of its longer side plus ``margin`` each side."""
+    h, w = gray.shape
+    side = max(h, w) + 2 * margin
+    if side == h == w:
+        return gray
+    canvas = np.zeros((side, side), dtype=np.uint8)
+    canvas[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = gray
+    return canvas
+
+
+def fit_to_ink(gray: np.ndarray) -> np.ndarray:
+    """A square uint8 image (bright strokes on dark) cropped to the bounding box of its ink
+    (pixels a quarter of the way, and more than ``FAINT`` levels, from the page's level to the
+    brightest), centred with an ``INK_MARGIN`` border; any side length (the caller resizes)."""
+    page = int(np.median(gray))
+    ink = gray > page + max(FAINT, (int(gray.max()) - page) // 4)
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    if rows.size == 0:
+        return _squared(gray)
+    box = gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return _squared(box, int(round(INK_MARGIN * max(box.shape))))
 
 
 # At most this many grey levels between the darkest and the lightest pixel is a blank page (a
@@ -266,9 +296,13 @@ def unreadable_error(failed: list[UnreadableImage], total: int, source: object) 
 
 
 def load_image_folder(
-    source: str | Path, image_size: int, invert: Literal["auto", "yes", "no"] = "auto"
+    source: str | Path,
+    image_size: int,
+    invert: Literal["auto", "yes", "no"] = "auto",
+    fit: Literal["page", "ink"] = "page",
 ) -> SketchDataset:
-    """Decode every image under ``source`` (folder or .zip) once, into memory.
+    """Decode every image under ``source`` (folder or .zip) once, into memory (``invert``,
+    ``fit``: as ``decode_sketch``).
 
     A source with any image outside a class folder (at its top level) is unlabelled: every
     image under it, at any depth, falls in the one class ``UNLABELLED`` (see ``require_labels``).
@@ -314,7 +348,7 @@ def load_image_folder(
                         data = read_image_bytes(source / str(entry), name)
                     except OSError as exc:
                         raise UnreadableImage(name, exc.strerror or exc) from None
-                return decode_sketch(data, image_size, invert, name)
+                return decode_sketch(data, image_size, invert, name, fit)
             except UnreadableImage as exc:
                 return exc
 

@@ -278,11 +278,16 @@ def file_sha256s(paths: Sequence[Path]) -> list[str]:
 
 
 def decode_images(
-    paths: Sequence[Path], image_size: int, invert: str, errors: dict[int, str] | None = None
+    paths: Sequence[Path],
+    image_size: int,
+    invert: str,
+    errors: dict[int, str] | None = None,
+    fit: str = "page",
 ) -> torch.Tensor:
     """uint8 [N, 1, S, S] of the image files ``paths`` (strokes bright), decoded as a model's
-    preprocessing says. Unreadable images are one ``DataError`` naming them; with ``errors``
-    (a dict) each one's reason is put there by its index instead and its image left blank."""
+    preprocessing says (``invert``, ``fit``: as ``decode_sketch``). Unreadable images are one
+    ``DataError`` naming them; with ``errors`` (a dict) each one's reason is put there by its
+    index instead and its image left blank."""
     size = image_size
 
     def read(path: Path) -> np.ndarray | UnreadableImage:
@@ -291,7 +296,7 @@ def decode_images(
                 data = read_image_bytes(path, str(path))
             except OSError as exc:
                 raise UnreadableImage(str(path), exc.strerror or exc) from None
-            return decode_sketch(data, size, invert, str(path))  # type: ignore[arg-type]
+            return decode_sketch(data, size, invert, str(path), fit)  # type: ignore[arg-type]
         except UnreadableImage as exc:
             return exc
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sketchshot.alignment import fused, shape_distances
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.episode_file import load_episodes, save_episodes
 from sketchshot.data.episodes import EpisodeIndex, class_groups
@@ -32,12 +33,14 @@ def episodes_protocol(
     episodes_out: Path | None = None,
     grid: Path | None = None,
     within_groups: bool = False,
+    shape_weight: float = 0.0,
 ) -> ProtocolReport:
     """Mean episode accuracy and 95% CI; the confusion counts every query over dataset classes.
 
     With ``episodes_in`` the saved list replaces the seeded draw (and its way, shot, query and
     count replace those given). ``episodes_out`` saves the list scored; ``grid`` draws the
-    first episode. ``within_groups`` draws each episode's classes from one top-level group."""
+    first episode. ``within_groups`` draws each episode's classes from one top-level group.
+    ``shape_weight`` joins the method's scores with the shape match (``_shaped``)."""
     source = {"seed": seed, "drawn": True}
     if episodes_in is not None:
         episodes, file = load_episodes(episodes_in, dataset)
@@ -50,13 +53,17 @@ def episodes_protocol(
         source["within_groups"] = within_groups
     notes = _left_out_groups(dataset.class_names, n_way) if within_groups else []
     first = episodes[0]
-    predictions = predict_episodes(method, embeddings, episodes)
+    if shape_weight:
+        predictions = _shaped(method, embeddings, dataset.images, episodes, shape_weight)
+    else:
+        predictions = predict_episodes(method, embeddings, episodes)
     accuracies = episode_accuracies(predictions, episodes)
     classes = np.stack([ep.classes for ep in episodes])  # [E, n_way] dataset classes
     truth = np.repeat(classes, first.n_query, axis=1)
     predicted = np.take_along_axis(classes, predictions, axis=1)
     n_classes = len(dataset.class_names)
     within = ", within one group" if source.get("within_groups") else ""
+    within += f", shape match x{shape_weight:g}" if shape_weight else ""
     name = f"{first.n_shot}-shot, {first.n_query} queries{within}"
     figure = Figure.of(first.n_way, name, accuracies)
     report = ProtocolReport(
@@ -69,6 +76,7 @@ def episodes_protocol(
                 "count": len(episodes),
             },
             "notes": notes,
+            "shape_weight": shape_weight,
         },
     )  # fmt: skip
     if episodes_out is not None:
@@ -76,6 +84,27 @@ def episodes_protocol(
     if grid is not None:
         save_png(_grid(dataset, first, predictions[0], figure), grid)
     return report
+
+
+@torch.no_grad()
+def _shaped(
+    method: Method,
+    embeddings: torch.Tensor,
+    images: torch.Tensor,
+    episodes: list[EpisodeIndex],
+    weight: float,
+) -> np.ndarray:
+    """Predicted labels [episodes, queries] from ``method.score`` fused with the shape-match
+    distance of each query to each class (its nearest support drawing), episode by episode
+    (the shape match costs about 0.3 ms per query-drawing pair on one CPU core)."""
+    out = []
+    for ep in episodes:
+        labels = ep.support_labels.to(embeddings.device)
+        scores = method.score(embeddings[ep.support], labels, embeddings[ep.query], ep.n_way)
+        pairs = shape_distances(images[ep.query], images[ep.support])
+        nearest = pairs.view(len(ep.query), ep.n_way, ep.n_shot).min(-1).values
+        out.append(fused(scores.float(), nearest, weight).argmax(1).cpu().numpy())
+    return np.stack(out)
 
 
 def _left_out_groups(class_names: tuple[str, ...], n_way: int) -> list[str]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sketchshot.alignment import fused, shape_distances
 from sketchshot.config import DataConfig
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.episodes import class_groups
@@ -78,7 +79,12 @@ class _Files:
 
 
 def _read_run(
-    files: _Files, labels_name: str, run: str, size: int, invert: Literal["auto", "yes", "no"]
+    files: _Files,
+    labels_name: str,
+    run: str,
+    size: int,
+    invert: Literal["auto", "yes", "no"],
+    fit: Literal["page", "ink"],
 ) -> OneShotRun:
     root = labels_name[: -len(f"{run}/class_labels.txt")]
     training_dir = f"{root}{run}/training/"
@@ -113,16 +119,22 @@ def _read_run(
         raise DataError(f"{files.source}: {labels_name} pairs no test image with a class")
 
     def decode(names: list[str]) -> torch.Tensor:
-        arrays = [decode_sketch(files.read(n), size, invert, f"{files.source}:{n}") for n in names]
+        arrays = [
+            decode_sketch(files.read(n), size, invert, f"{files.source}:{n}", fit) for n in names
+        ]
         return torch.from_numpy(np.stack(arrays)).unsqueeze(1)
 
     return OneShotRun(run, decode(training), decode(queries), np.asarray(answers))
 
 
 def read_runs(
-    source: Path, image_size: int, invert: Literal["auto", "yes", "no"] = "auto"
+    source: Path,
+    image_size: int,
+    invert: Literal["auto", "yes", "no"] = "auto",
+    fit: Literal["page", "ink"] = "page",
 ) -> list[OneShotRun]:
-    """Every run under ``source`` (a folder or .zip), in name order, decoded at ``image_size``."""
+    """Every run under ``source`` (a folder or .zip), in name order, decoded at ``image_size``
+    (``invert``, ``fit``: as ``decode_sketch``)."""
     files = _Files(Path(source))
     try:
         found = sorted(
@@ -133,7 +145,7 @@ def read_runs(
                 f"no runNN/class_labels.txt under {source} (expected Omniglot's one-shot layout: "
                 "runNN/training/, runNN/test/, runNN/class_labels.txt)"
             )
-        return [_read_run(files, name, run, image_size, invert) for run, name in found]
+        return [_read_run(files, name, run, image_size, invert, fit) for run, name in found]
     finally:
         files.close()
 
@@ -144,8 +156,11 @@ def runs_protocol(
     device: torch.device,
     views: int = 1,
     seed: int = 0,
+    shape_weight: float = 0.0,
 ) -> ProtocolReport:
-    """Error rate of each run and the mean accuracy over runs (1 - mean error rate)."""
+    """Error rate of each run and the mean accuracy over runs (1 - mean error rate). With
+    ``shape_weight``, each query's scores are ``alignment.fused`` with its shape-match
+    distances to the run's class drawings. Every query is scored on its own."""
     errors = np.empty(len(runs))
     with torch.no_grad():
         for i, run in enumerate(runs):
@@ -153,7 +168,11 @@ def runs_protocol(
             query = embed(method, run.test, device, views=views, seed=seed)
             n_way = support.shape[0]
             labels = torch.arange(n_way, device=device)
-            predicted = method.score(support, labels, query, n_way).argmax(1).cpu().numpy()
+            scores = method.score(support, labels, query, n_way)
+            if shape_weight:
+                distances = shape_distances(run.test, run.training)
+                scores = fused(scores, distances, shape_weight)
+            predicted = scores.argmax(1).cpu().numpy()
             errors[i] = float((predicted != run.answers).mean())
     per_run = [
         {"run": run.name, "error_rate": float(e), "classes": int(run.training.shape[0]),
@@ -162,8 +181,11 @@ def runs_protocol(
     ]  # fmt: skip
     ways = sorted({int(run.training.shape[0]) for run in runs})
     setting = "one-shot runs" if len(ways) == 1 else f"one-shot runs ({ways[0]}-{ways[-1]} classes)"
+    if shape_weight:
+        setting += f", shape match x{shape_weight:g}"
     figure = Figure.of(ways[-1], setting, 1 - errors)
-    details = {"runs": per_run, "mean_error_rate": float(errors.mean()), "error_ci95": figure.ci95}
+    details = {"runs": per_run, "mean_error_rate": float(errors.mean()), "error_ci95": figure.ci95,
+               "shape_weight": shape_weight}  # fmt: skip
     return ProtocolReport([figure], (), None, details)
 
 

@@ -52,6 +52,10 @@ def check_settings(
         raise ConfigError("--protocol runs needs --runs DIR, a folder of Omniglot one-shot runs")
     if e.runs is not None and e.protocol != "runs":
         raise ConfigError(f"--runs is read by --protocol runs, not {e.protocol}")
+    if e.shape_weight and e.protocol not in ("runs", "episodes"):
+        raise ConfigError(
+            f"--shape-weight works with --protocol runs or episodes, not {e.protocol}"
+        )
     if save_confusion is not None and e.protocol == "runs":
         raise ConfigError("--save-confusion needs shared classes; the one-shot runs have none")
     for option, path in (("--save-grid", save_grid), ("--save-confusion", save_confusion)):
@@ -74,9 +78,11 @@ def run_protocol(
     e = cfg.evaluate
     check_settings(e, episodes_out, save_grid, save_confusion)
     size = preprocessing.image_size
+    # the images framed as the model was trained on them
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fit": preprocessing.fit})})
     if e.protocol == "runs":
-        runs = read_runs(Path(str(e.runs)), size, preprocessing.invert)
-        report = runs_protocol(method, runs, device, e.tta, cfg.seed)
+        runs = read_runs(Path(str(e.runs)), size, preprocessing.invert, preprocessing.fit)
+        report = runs_protocol(method, runs, device, e.tta, cfg.seed, e.shape_weight)
         n_images = sum(r.training.shape[0] + r.test.shape[0] for r in runs)
         n_classes = int(runs[0].training.shape[0])
         return Evaluated(report, str(e.runs), None, n_classes, n_images)
@@ -90,7 +96,7 @@ def run_protocol(
         episodes_in = Path(e.episodes_in) if e.episodes_in is not None else None
         report = episodes_protocol(
             method, embeddings, dataset, e.n_way, e.n_shot, e.n_query, e.episodes, cfg.seed,
-            episodes_in, episodes_out, save_grid, e.within_groups,
+            episodes_in, episodes_out, save_grid, e.within_groups, e.shape_weight,
         )  # fmt: skip
     elif e.protocol == "classifier":
         report = classify_protocol(

@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--data", choices=("png", "strokes"), default="png")
     parser.add_argument("--method", default="protonet")
     parser.add_argument("--encoder", default="conv4")
+    parser.add_argument("--width", type=int, help="conv4's channels (default 64)")
     parser.add_argument("--image-size", type=int, default=28)
     parser.add_argument("--fit", choices=("page", "ink"), default="page", help="image frame")
     parser.add_argument("--init", default="scratch", help="scratch or a pretrain run folder")
@@ -179,7 +180,7 @@ def main() -> None:
         {
             "seed": args.seed,
             "data": data.model_dump(),
-            "encoder": EncoderConfig(name=args.encoder).model_dump(),
+            "encoder": EncoderConfig(name=args.encoder, width=args.width).model_dump(),
             "finetune": section(args.method, settings),
         }
     )
@@ -194,7 +195,8 @@ def main() -> None:
     label = " ".join(f"{k}={v}" for k, v in overrides.items())
     if args.tta > 1:
         label = f"{label} tta={args.tta}".strip()
-    what = f"{args.data}, {args.encoder}, {size} px, {run.fit.epochs} ep"
+    encoder = f"{args.encoder} width {args.width}" if args.width else args.encoder
+    what = f"{args.data}, {encoder}, {size} px, {run.fit.epochs} ep"
     if args.fit == "ink":
         what = what.replace(f"{args.data}, ", f"{args.data} fit to ink, ")
     if args.init != "scratch":

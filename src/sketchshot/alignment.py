@@ -87,6 +87,21 @@ def shape_distances(query: torch.Tensor, candidates: torch.Tensor) -> torch.Tens
     return torch.cat(costs).view(query.shape[0], candidates.shape[0])
 
 
+def shaped(
+    scores: torch.Tensor,
+    query: torch.Tensor,
+    support: torch.Tensor,
+    weight: float,
+    n_shot: int = 1,
+) -> torch.Tensor:
+    """A model's class scores [Q, N] for query images [Q, 1, S, S] against class-major support
+    images [N * n_shot, 1, S, S], ``fused`` with each query's shape-match distance to each
+    class (its nearest support drawing)."""
+    pairs = shape_distances(query, support)
+    nearest = pairs.view(query.shape[0], -1, n_shot).min(-1).values
+    return fused(scores.float(), nearest, weight)
+
+
 def fused(scores: torch.Tensor, distances: torch.Tensor, weight: float) -> torch.Tensor:
     """A model's class scores [Q, C] (higher: more likely) joined with shape ``distances``
     [Q, C]: each standardised over its row (a query's candidates), the distances' weighted by

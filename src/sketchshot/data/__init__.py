@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from sketchshot.card import Preprocessing
 from sketchshot.config import DataConfig, Split
 from sketchshot.data.dataset import SketchDataset, filter_classes
-from sketchshot.data.folder import fit_to_ink, load_image_folder, require_labels
+from sketchshot.data.folder import framed_square, load_image_folder, require_labels
 from sketchshot.data.glyphs import make_glyphs
 from sketchshot.data.splits import (
     split_classes,
@@ -75,14 +74,9 @@ def _decoded(cfg: DataConfig, image_size: int) -> SketchDataset:
 
 
 def _fitted(dataset: SketchDataset) -> SketchDataset:
-    """``dataset`` with each image cropped to its drawing (``fit_to_ink``) at the same size."""
+    """``dataset`` with each image cropped to its drawing (``fit="ink"``) at the same size."""
     size = dataset.images.shape[-1]
-
-    def fit(gray: np.ndarray) -> np.ndarray:
-        box = Image.fromarray(fit_to_ink(gray))
-        return np.asarray(box.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-
-    images = np.stack([fit(im) for im in dataset.images[:, 0].numpy()])
+    images = np.stack([framed_square(im, size, "ink") for im in dataset.images[:, 0].numpy()])
     return dataclasses.replace(dataset, images=torch.from_numpy(images).unsqueeze(1))
 
 

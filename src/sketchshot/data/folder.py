@@ -189,14 +189,21 @@ def decode_sketch(
         raise UnreadableImage(name, f"it is blank ({where}): nothing to label")
     if invert == "yes" or (invert == "auto" and gray.mean() > 127.5):
         gray = 255 - gray
+    framed = framed_square(gray, size, fit)
+    if _faint(framed):  # only resizing can make it so: the page was checked above
+        reason = f"it is blank at {size} px: its strokes are too thin or faint"
+        raise UnreadableImage(name, reason)
+    return framed
+
+
+def framed_square(gray: np.ndarray, size: int, fit: Literal["page", "ink"]) -> np.ndarray:
+    """A bright-on-dark image framed as ``fit`` says (the whole page padded square, or cropped
+    to its ink: ``fit_to_ink``), resized to [size, size] (box filter down, bilinear up)."""
     gray = fit_to_ink(gray) if fit == "ink" else _squared(gray)
-    if gray.shape[0] != size:
-        resample = Image.Resampling.BOX if gray.shape[0] > size else Image.Resampling.BILINEAR
-        gray = np.asarray(Image.fromarray(gray).resize((size, size), resample), dtype=np.uint8)
-        if _faint(gray):
-            reason = f"it is blank at {size} px: its strokes are too thin or faint"
-            raise UnreadableImage(name, reason)
-    return gray
+    if gray.shape[0] == size:
+        return gray
+    resample = Image.Resampling.BOX if gray.shape[0] > size else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(gray).resize((size, size), resample), dtype=np.uint8)
 
 
 # fit="ink": the blank border around the drawing's bounding box, a fraction of its longer side

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sketchshot.alignment import fused, shape_distances
+from sketchshot.alignment import shaped
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.episode_file import load_episodes, save_episodes
 from sketchshot.data.episodes import EpisodeIndex, class_groups
@@ -101,9 +101,8 @@ def _shaped(
     for ep in episodes:
         labels = ep.support_labels.to(embeddings.device)
         scores = method.score(embeddings[ep.support], labels, embeddings[ep.query], ep.n_way)
-        pairs = shape_distances(images[ep.query], images[ep.support])
-        nearest = pairs.view(len(ep.query), ep.n_way, ep.n_shot).min(-1).values
-        out.append(fused(scores.float(), nearest, weight).argmax(1).cpu().numpy())
+        joined = shaped(scores, images[ep.query], images[ep.support], weight, ep.n_shot)
+        out.append(joined.argmax(1).cpu().numpy())
     return np.stack(out)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sketchshot.alignment import fused, shape_distances
+from sketchshot.alignment import shaped
 from sketchshot.config import DataConfig
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.episodes import class_groups
@@ -159,7 +159,7 @@ def runs_protocol(
     shape_weight: float = 0.0,
 ) -> ProtocolReport:
     """Error rate of each run and the mean accuracy over runs (1 - mean error rate). With
-    ``shape_weight``, each query's scores are ``alignment.fused`` with its shape-match
+    ``shape_weight``, each query's scores are ``alignment.shaped``: fused with its shape-match
     distances to the run's class drawings. Every query is scored on its own."""
     errors = np.empty(len(runs))
     with torch.no_grad():
@@ -170,8 +170,7 @@ def runs_protocol(
             labels = torch.arange(n_way, device=device)
             scores = method.score(support, labels, query, n_way)
             if shape_weight:
-                distances = shape_distances(run.test, run.training)
-                scores = fused(scores, distances, shape_weight)
+                scores = shaped(scores, run.test, run.training, shape_weight)
             predicted = scores.argmax(1).cpu().numpy()
             errors[i] = float((predicted != run.answers).mean())
     per_run = [

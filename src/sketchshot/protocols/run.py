@@ -73,13 +73,12 @@ def run_protocol(
     save_confusion: Path | None = None,
     model_classes: tuple[str, ...] = (),
 ) -> Evaluated:
-    """Evaluate ``method`` as ``cfg.evaluate`` says; ``model_classes`` are the classes a
-    supervised model's head was trained on (for the classifier protocol)."""
+    """Evaluate ``method`` as ``cfg.evaluate`` says on ``cfg.data`` (whose ``fit``
+    ``engine.evaluate`` sets to the model's); ``model_classes`` are the classes a supervised
+    model's head was trained on (for the classifier protocol)."""
     e = cfg.evaluate
     check_settings(e, episodes_out, save_grid, save_confusion)
     size = preprocessing.image_size
-    # the images framed as the model was trained on them
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fit": preprocessing.fit})})
     if e.protocol == "runs":
         runs = read_runs(Path(str(e.runs)), size, preprocessing.invert, preprocessing.fit)
         report = runs_protocol(method, runs, device, e.tta, cfg.seed, e.shape_weight)

@@ -29,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from omniglot import OMNIGLOT, TEST_ZIP, TRAIN_ZIP, held_out, section  # noqa: E402
 
 from sketchshot import engine  # noqa: E402
+from sketchshot.alignment import Matching  # noqa: E402
 from sketchshot.card import Preprocessing  # noqa: E402
 from sketchshot.checkpoint import read_card  # noqa: E402
+from sketchshot.compute import inference_encoder  # noqa: E402
 from sketchshot.config import Config, DataConfig, EncoderConfig, EnsembleConfig  # noqa: E402
 from sketchshot.evaluation import embed  # noqa: E402
 from sketchshot.protocols.episodes import episodes_protocol  # noqa: E402
@@ -59,22 +61,27 @@ def scores(
     pre: Preprocessing,
     episodes: int,
     tta: int,
-    shape: float = 0.0,
+    matching: Matching = Matching(),
     queries: int = 15,
 ) -> dict:
     """Dev-runs error and the held-out episode accuracies of ``model`` (mean, 95% CI), the
-    images decoded as its ``pre``processing says, the model's scores fused with the shape match
-    by ``shape`` (``evaluate --shape-weight``)."""
+    images decoded as its ``pre``processing says, the model's scores joined with ``matching``
+    (``evaluate --align --shape-weight``)."""
     cpu, size = torch.device("cpu"), pre.image_size
     read = read_runs(runs_dir, size, pre.invert, pre.fit)
-    runs = runs_protocol(model, read, cpu, views=tta, shape_weight=shape)
+    runs = runs_protocol(model, read, cpu, views=tta, matching=matching)
     test = held_out(size, pre.fit)
-    emb = embed(model, test.images, cpu, views=tta)
+    encoder = inference_encoder(model.encoder, cpu)
+
+    def embedded(images: torch.Tensor, views: int = 1) -> torch.Tensor:
+        return embed(model, images, cpu, views=views, encoder=encoder)
+
+    emb = embedded(test.images, tta)
     out = {"error": (runs.details["mean_error_rate"], runs.figures[0].ci95)}
     for key, n_way, within in (("5w", 5, False), ("20w", 20, False), ("20w_in", 20, True)):
         report = episodes_protocol(
             model, emb, test, n_way, 1, queries, episodes, 0, within_groups=within,
-            shape_weight=shape,
+            matching=matching, embedded=embedded,
         )  # fmt: skip
         out[key] = (report.figures[0].accuracy, report.figures[0].ci95)
     return out
@@ -90,11 +97,13 @@ def rescore(args: argparse.Namespace, runs_dir: Path) -> None:
             runs = tuple(Path(m) for m in args.models)
             engine.ensemble(EnsembleConfig(runs=runs, out=path))
         model, card = engine.load_model(path)
-    s = scores(model.eval(), runs_dir, card.preprocessing, args.episodes, args.tta,
-               args.shape_weight, args.queries)  # fmt: skip
+    matching = Matching(args.align, args.shape_weight)
+    s = scores(model.eval(), runs_dir, card.preprocessing, args.episodes, args.tta, matching,
+               args.queries)  # fmt: skip
     names = ", ".join(Path(m).name for m in args.models)
     what = f"ensemble of {len(cards)}: {names}" if len(cards) > 1 else f"saved run {names}"
     label = f"tta={args.tta}" if args.tta > 1 else ""
+    label += " align" if args.align else ""
     label += f" shape={args.shape_weight:g}" if args.shape_weight else ""
     label += f" queries={args.queries} episodes={args.episodes}" if args.queries != 15 else ""
     minutes = sum(c.metrics.get("seconds", 0) / 60 for c in cards)
@@ -150,6 +159,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=15, help="queries per class, episodes")
     parser.add_argument(
         "--shape-weight", type=float, default=0.0, help="fuse the shape match (--models only)"
+    )
+    parser.add_argument(
+        "--align", action="store_true", help="score aligned drawings too (--models only)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/sketchshot-dev-runs"))

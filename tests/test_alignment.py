@@ -1,5 +1,5 @@
-"""The training-free shape match (``sketchshot.alignment``) and its use by ``evaluate --runs
---shape-weight``."""
+"""The training-free shape match and the alignment of drawings (``sketchshot.alignment``), used
+by ``evaluate --shape-weight`` and ``--align``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sketchshot.alignment import fused, shape_distances
+from sketchshot.alignment import (
+    Matching,
+    affine_fits,
+    aligned,
+    fused,
+    inverted,
+    laid_over,
+    matched,
+    shape_distances,
+)
 from sketchshot.data.glyphs import make_glyphs
+from sketchshot.encoders import create_encoder
+from sketchshot.methods.fewshot.protonet import ProtoNet
 
 
 def warped(images: torch.Tensor, angle: float, scale: float, shift: float) -> torch.Tensor:
@@ -50,3 +61,61 @@ def test_fused_weights_the_shape_match_against_the_scores():
     assert torch.equal(fused(scores, distances, 10.0).argmax(1), distances.argmin(1))
     both = fused(scores, distances, 1.0)
     assert both.shape == scores.shape and torch.isfinite(both).all()
+
+
+def test_the_fitted_maps_lay_a_moved_drawing_back_over_its_original():
+    glyphs = make_glyphs(6, 1, 48).images
+    moved = warped(glyphs, angle=12, scale=0.8, shift=0.15)
+    distances, maps = affine_fits(moved, glyphs)
+    assert maps.shape == (6, 6, 2, 3)
+    torch.testing.assert_close(distances, shape_distances(moved, glyphs))
+    back = laid_over(moved, maps[range(6), range(6)])
+
+    def mismatch(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a.float() - b.float()).abs().mean())
+
+    assert mismatch(back, glyphs) < 0.5 * mismatch(moved, glyphs)
+    there = laid_over(glyphs, inverted(maps[range(6), range(6)]))
+    assert mismatch(there, moved) < 0.5 * mismatch(glyphs, moved)
+    both = inverted(inverted(maps))
+    torch.testing.assert_close(both, maps, atol=1e-4, rtol=1e-4)
+
+
+def pixels(images: torch.Tensor) -> torch.Tensor:
+    """A stand-in embedding that sees where the ink is: 8x8 average pooling, flattened."""
+    return F.adaptive_avg_pool2d(images.float() / 255, 8).flatten(1)
+
+
+def test_aligned_scores_find_moved_drawings_that_raw_pixels_miss():
+    glyphs = make_glyphs(12, 1, 48).images
+    moved = warped(glyphs, angle=15, scale=0.75, shift=0.2)
+    method = ProtoNet(create_encoder("conv4"))  # its score only: -squared distance
+    labels = torch.arange(12)
+    query, support = (moved, pixels(moved)), (glyphs, pixels(glyphs))
+    scores = method.score(support[1], labels, query[1], 12)
+    raw = float((scores.argmax(1) == labels).float().mean())
+    maps = affine_fits(moved, glyphs)[1]
+    joined = aligned(method, pixels, scores, query, support, labels, 12, maps)
+    assert joined.shape == (12, 12)
+    assert float((joined.argmax(1) == labels).float().mean()) >= max(0.8, raw + 0.3)
+    # the three scores' mean: the model's own scores are a third of it
+    laid = (3 * joined - scores)[range(12), range(12)]
+    assert (laid > 2 * scores[range(12), range(12)]).all()  # aligned: nearer than raw
+
+
+def test_matching_with_several_shots_takes_each_class_s_nearest_drawing():
+    data = make_glyphs(3, 3, 32)  # classes 0..2, three drawers each, class-major
+    support, query = data.images[[0, 1, 3, 4, 6, 7]], data.images[[2, 5, 8]]
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    method = ProtoNet(create_encoder("conv4"))
+    scores = method.score(pixels(support), labels, pixels(query), 3)
+    assert matched(Matching(), method, pixels, scores, (query, pixels(query)),
+                   (support, pixels(support)), labels, 3) is scores  # fmt: skip
+    shaped = matched(Matching(shape_weight=1.0), method, pixels, scores,
+                     (query, pixels(query)), (support, pixels(support)), labels, 3)  # fmt: skip
+    nearest = shape_distances(query, support).view(3, 3, 2).min(-1).values
+    torch.testing.assert_close(shaped, fused(scores, nearest, 1.0))
+    both = matched(Matching(True, 0.5), method, pixels, scores, (query, pixels(query)),
+                   (support, pixels(support)), labels, 3)  # fmt: skip
+    assert both.shape == (3, 3) and torch.isfinite(both).all()
+    assert Matching(True, 0.5).describe() == ", aligned, shape match x0.5"

@@ -15,7 +15,7 @@ from helpers import torchrun
 from sketchshot import engine
 from sketchshot.config import resolve_config
 from sketchshot.data import load_dataset
-from sketchshot.data.dataset import with_rotations
+from sketchshot.data.dataset import with_mirrors, with_rotations
 from sketchshot.data.glyphs import make_glyphs
 from sketchshot.encoders import create_encoder
 from sketchshot.errors import ConfigError
@@ -89,6 +89,18 @@ def test_rotations_add_three_rotated_copies_of_each_class() -> None:
     first = (rotated.labels == 3).nonzero()[0, 0]  # glyph-000 turned by 90 degrees
     assert torch.equal(rotated.images[first], torch.rot90(data.images[0], 1, dims=(1, 2)))
     assert torch.bincount(rotated.labels).tolist() == [2] * 12
+
+
+def test_mirrors_then_rotations_give_the_eight_symmetries_of_each_class() -> None:
+    data = make_glyphs(3, 2, 16)
+    mirrored = with_mirrors(data)
+    assert mirrored.class_names[3:] == tuple(f"{n}@mirror" for n in data.class_names)
+    assert torch.equal(mirrored.images[6], torch.flip(data.images[0], dims=(2,)))
+    assert torch.bincount(mirrored.labels).tolist() == [2] * 6
+    eight = with_rotations(mirrored)
+    assert len(eight.class_names) == 24 and len(eight) == 48
+    assert eight.class_names[6 + 3] == f"{data.class_names[0]}@mirror@rot90"
+    assert len({bytes(im.numpy()) for im in eight.images[eight.labels < 24]}) == 48
 
 
 def test_frozen_encoder_trains_only_the_head(tmp_path: Path) -> None:

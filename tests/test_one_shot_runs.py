@@ -109,14 +109,22 @@ def test_data_runs_command_and_evaluate_runs(tmp_path: Path, saved_model: Path) 
     shaped = runner.invoke(app, [*model, "--runs", str(out), "--shape-weight", "0.5", "--json"])
     assert shaped.exit_code == 0, shaped.output
     assert '"shape_weight": 0.5' in shaped.output and "shape match x0.5" in shaped.output
-    knn = ["--protocol", "knn", "--data", str(data_dir), "--shape-weight", "1"]
-    refused = runner.invoke(app, [*model, *knn])
-    assert refused.exit_code != 0 and "--shape-weight" in plain(refused.output)
+    both = runner.invoke(app, [*model, "--runs", str(out), "--align", "--shape-weight", "0.5",
+                               "--tta", "2", "--json"])  # fmt: skip
+    assert both.exit_code == 0, both.output
+    assert '"align": true' in both.output and "aligned, shape match x0.5" in both.output
+    for option in (["--shape-weight", "1"], ["--align"]):
+        knn = ["--protocol", "knn", "--data", str(data_dir), *option]
+        refused = runner.invoke(app, [*model, *knn])
+        assert refused.exit_code != 0 and option[0] in plain(refused.output)
     episodes = runner.invoke(app, [*model, "--data", str(data_dir), "--split", "all", "--ways",
                                    "3", "--shots", "2", "--queries", "1", "--episodes", "5",
-                                   "--shape-weight", "0.5", "--json"])  # fmt: skip
+                                   "--shape-weight", "0.5", "--align", "--json"])  # fmt: skip
     assert episodes.exit_code == 0, episodes.output
-    assert '"shape_weight": 0.5' in episodes.output and "shape match x0.5" in episodes.output
+    assert (
+        '"shape_weight": 0.5' in episodes.output and "aligned, shape match x0.5" in episodes.output
+    )
+    assert '"align": true' in episodes.output
     again = runner.invoke(app, ["data", "runs", str(data_dir), "--out", str(out)])
     assert again.exit_code != 0 and "not an empty folder" in plain(again.output)
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from sketchshot.cli import app
 from sketchshot.config import DataConfig, ViewConfig
 from sketchshot.data import load_dataset
-from sketchshot.data.dataset import rotated, with_rotations
+from sketchshot.data.dataset import rotated, with_mirrors, with_rotations
 from sketchshot.data.vector.render import render
 from sketchshot.data.vector.stroke_views import StrokeViews
 from sketchshot.errors import ConfigError
@@ -111,6 +111,10 @@ def test_drawings_follow_the_images_through_splits_and_rotations(tmp_path):
     assert len(turned.drawings) == len(turned) == 24
     again = turned.rendered(np.arange(len(turned)), StrokeViews(), rng)
     assert (again.float() - turned.images.float()).abs().mean() < 6.0
+    flipped = with_mirrors(train.first_per_class(2))
+    again = flipped.rendered(np.arange(len(flipped)), StrokeViews(), rng)
+    assert (again.float() - flipped.images.float()).abs().mean() < 6.0
+    assert (again[6:].float() - again[:6].flip(3).float()).abs().mean() < 6.0
 
 
 def test_quickdraw_filters_and_their_refusal_elsewhere(tmp_path):

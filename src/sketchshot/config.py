@@ -536,7 +536,8 @@ FinetuneMethod = Annotated[
 ]
 # FinetuneConfig's fields that only episodic training reads (refused for supervised, pairwise)
 EPISODE_FIELDS = (
-    "n_way", "n_shot", "n_query", "episodes_per_epoch", "rotation_classes", "within_groups_p",
+    "n_way", "n_shot", "n_query", "episodes_per_epoch", "rotation_classes", "mirror_classes",
+    "within_groups_p",
 )  # fmt: skip
 
 
@@ -668,6 +669,12 @@ class FinetuneConfig(TrainingConfig):
         "classes for characters, whose turned shapes are other symbols; leave off for doodles "
         "and symbols that keep their meaning when turned",
     )
+    mirror_classes: bool = Field(
+        False,
+        description="add every class mirrored left-right as a new class (x2 classes; with "
+        "--rotation-classes, x8): for characters, whose mirror images are other symbols; "
+        "leave off for doodles",
+    )
     within_groups_p: float = Field(
         0.0,
         ge=0,
@@ -735,6 +742,13 @@ class EvaluateConfig(Frozen):
     )
     tta: int = Field(
         1, ge=1, le=64, description="views averaged per image (test-time augmentation; 1: off)"
+    )
+    align: bool = Field(
+        False,
+        description="runs and episodes: also score each query laid over each class drawing by "
+        "their best affine map, and the drawing laid over the query (the mean of the three "
+        "scores): handwritten characters, where place, size and slant vary between writers. "
+        "It embeds two more images per query-drawing pair, one view each",
     )
     shape_weight: float = Field(
         0.0,

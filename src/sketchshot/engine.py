@@ -44,7 +44,12 @@ from sketchshot.config import (
 )
 from sketchshot.data import SketchDataset, load_source, load_splits, load_support
 from sketchshot.data.batches import UniqueClassBatchSampler, shuffled_batches
-from sketchshot.data.dataset import filter_classes, match_classes, with_rotations
+from sketchshot.data.dataset import (
+    filter_classes,
+    match_classes,
+    with_mirrors,
+    with_rotations,
+)
 from sketchshot.data.episodes import Episode, EpisodeSampler
 from sketchshot.data.folder import is_unlabelled, require_labels
 from sketchshot.data.splits import presplit, splits_images
@@ -291,6 +296,8 @@ def finetune(
     train, val = splits["train"], splits["val"]
     assert train is not None
     require_labels(train, "finetune")
+    if f.mirror_classes:
+        train = with_mirrors(train)
     if f.rotation_classes:
         train = with_rotations(train)
     if supervised:  # the head's classes: the train split's, recorded in the saved config

@@ -47,6 +47,7 @@ FLAGS = (
     Flag("--runs", "evaluate.runs", EVALUATION, note="; implies --protocol runs"),
     Flag("--tta", "evaluate.tta", EVALUATION),
     Flag("--within-groups", "evaluate.within_groups", EVALUATION),
+    Flag("--align", "evaluate.align", EVALUATION),
     Flag("--shape-weight", "evaluate.shape_weight", EVALUATION),
     Flag(
         "--data",
@@ -142,6 +143,7 @@ READ_BY = {
     **dict.fromkeys(EPISODE_KEYS, ("episodes",)),
     "evaluate.draws": ("knn", "linear"),
     "evaluate.labelled_fraction": ("knn", "linear"),
+    "evaluate.align": ("runs", "episodes"),
     "evaluate.shape_weight": ("runs", "episodes"),
 }
 

@@ -28,6 +28,7 @@ OWN_FLAGS = (
     Flag("--episodes", "finetune.episodes_per_epoch", TRAINING),
     Flag("--head-lr", "finetune.head_lr", TRAINING),
     Flag("--rotation-classes", "finetune.rotation_classes", DATA),
+    Flag("--mirror-classes", "finetune.mirror_classes", DATA),
     Flag("--within-groups-p", "finetune.within_groups_p", TRAINING),
     # supervised
     Flag("--batch-size", "finetune.<method>.batch_size", TRAINING),

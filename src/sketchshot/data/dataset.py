@@ -167,6 +167,30 @@ def with_rotations(dataset: SketchDataset) -> SketchDataset:
     )
 
 
+def with_mirrors(dataset: SketchDataset) -> SketchDataset:
+    """Each class also mirrored left-right as a new class (x2 classes): a mirrored character is
+    another symbol, as a turned one is (with ``with_rotations`` after it: the 8 symmetries of
+    the square, x8 classes)."""
+    k = len(dataset.class_names)
+    drawings = None
+    if dataset.drawings is not None:
+        drawings = dataset.drawings + tuple(mirrored(d) for d in dataset.drawings)
+    return dataclasses.replace(
+        dataset,
+        images=torch.cat([dataset.images, torch.flip(dataset.images, dims=(3,))]),
+        labels=torch.cat([dataset.labels, dataset.labels + k]),
+        class_names=dataset.class_names + tuple(f"{n}@mirror" for n in dataset.class_names),
+        sources=dataset.sources * 2,
+        origin=f"{dataset.origin} (+ mirrors)",
+        drawings=drawings,
+    )
+
+
+def mirrored(drawing: Drawing) -> Drawing:
+    """``drawing`` flipped left-right, as ``torch.flip(image, dims=(3,))`` flips its image."""
+    return [s * np.asarray([-1, 1], dtype=np.float32) for s in drawing]
+
+
 def rotated(drawing: Drawing, quarters: int) -> Drawing:
     """``drawing`` turned as ``torch.rot90(image, quarters, dims=(2, 3))`` turns its image
     (counter-clockwise on the screen, y pointing down)."""

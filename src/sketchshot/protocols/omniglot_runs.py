@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sketchshot.alignment import shaped
+from sketchshot.alignment import Matching, matched
+from sketchshot.compute import inference_encoder
 from sketchshot.config import DataConfig
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.episodes import class_groups
@@ -156,21 +157,27 @@ def runs_protocol(
     device: torch.device,
     views: int = 1,
     seed: int = 0,
-    shape_weight: float = 0.0,
+    matching: Matching = Matching(),
 ) -> ProtocolReport:
     """Error rate of each run and the mean accuracy over runs (1 - mean error rate). With
-    ``shape_weight``, each query's scores are ``alignment.shaped``: fused with its shape-match
-    distances to the run's class drawings. Every query is scored on its own."""
+    ``matching``, each query's scores are ``alignment.matched``: aligned with the run's class
+    drawings, fused with its shape-match distances to them. Every query is scored on its own."""
     errors = np.empty(len(runs))
+    encoder = inference_encoder(method.encoder, device)
+
+    def embedded(images: torch.Tensor, views: int = 1) -> torch.Tensor:
+        return embed(method, images, device, views=views, seed=seed, encoder=encoder)
+
     with torch.no_grad():
         for i, run in enumerate(runs):
-            support = embed(method, run.training, device, views=views, seed=seed)
-            query = embed(method, run.test, device, views=views, seed=seed)
+            support, query = embedded(run.training, views), embedded(run.test, views)
             n_way = support.shape[0]
             labels = torch.arange(n_way, device=device)
             scores = method.score(support, labels, query, n_way)
-            if shape_weight:
-                scores = shaped(scores, run.test, run.training, shape_weight)
+            scores = matched(
+                matching, method, embedded, scores, (run.test, query),
+                (run.training, support), labels, n_way,
+            )  # fmt: skip
             predicted = scores.argmax(1).cpu().numpy()
             errors[i] = float((predicted != run.answers).mean())
     per_run = [
@@ -180,11 +187,10 @@ def runs_protocol(
     ]  # fmt: skip
     ways = sorted({int(run.training.shape[0]) for run in runs})
     setting = "one-shot runs" if len(ways) == 1 else f"one-shot runs ({ways[0]}-{ways[-1]} classes)"
-    if shape_weight:
-        setting += f", shape match x{shape_weight:g}"
+    setting += matching.describe()
     figure = Figure.of(ways[-1], setting, 1 - errors)
     details = {"runs": per_run, "mean_error_rate": float(errors.mean()), "error_ci95": figure.ci95,
-               "shape_weight": shape_weight}  # fmt: skip
+               "align": matching.align, "shape_weight": matching.shape_weight}  # fmt: skip
     return ProtocolReport([figure], (), None, details)
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
+from sketchshot.alignment import Matching
 from sketchshot.card import Preprocessing
+from sketchshot.compute import inference_encoder
 from sketchshot.config import Config, EvaluateConfig
 from sketchshot.data import load_dataset, load_splits
 from sketchshot.data.folder import require_labels
@@ -52,10 +54,9 @@ def check_settings(
         raise ConfigError("--protocol runs needs --runs DIR, a folder of Omniglot one-shot runs")
     if e.runs is not None and e.protocol != "runs":
         raise ConfigError(f"--runs is read by --protocol runs, not {e.protocol}")
-    if e.shape_weight and e.protocol not in ("runs", "episodes"):
-        raise ConfigError(
-            f"--shape-weight works with --protocol runs or episodes, not {e.protocol}"
-        )
+    for option, value in (("--align", e.align), ("--shape-weight", e.shape_weight)):
+        if value and e.protocol not in ("runs", "episodes"):
+            raise ConfigError(f"{option} works with --protocol runs or episodes, not {e.protocol}")
     if save_confusion is not None and e.protocol == "runs":
         raise ConfigError("--save-confusion needs shared classes; the one-shot runs have none")
     for option, path in (("--save-grid", save_grid), ("--save-confusion", save_confusion)):
@@ -79,9 +80,10 @@ def run_protocol(
     e = cfg.evaluate
     check_settings(e, episodes_out, save_grid, save_confusion)
     size = preprocessing.image_size
+    matching = Matching(e.align, e.shape_weight)
     if e.protocol == "runs":
         runs = read_runs(Path(str(e.runs)), size, preprocessing.invert, preprocessing.fit)
-        report = runs_protocol(method, runs, device, e.tta, cfg.seed, e.shape_weight)
+        report = runs_protocol(method, runs, device, e.tta, cfg.seed, matching)
         n_images = sum(r.training.shape[0] + r.test.shape[0] for r in runs)
         n_classes = int(runs[0].training.shape[0])
         return Evaluated(report, str(e.runs), None, n_classes, n_images)
@@ -90,12 +92,17 @@ def run_protocol(
     dataset = require_labels(load_dataset(cfg.data, size, e.split), "evaluate")
     if e.protocol != "classifier":  # classes without images in this split take no part
         dataset = dataset.nonempty()
-    embeddings = embed(method, dataset.images, device, views=e.tta, seed=cfg.seed)
+    encoder = inference_encoder(method.encoder, device)
+
+    def embedded(images: torch.Tensor, views: int = 1) -> torch.Tensor:
+        return embed(method, images, device, views=views, seed=cfg.seed, encoder=encoder)
+
+    embeddings = embedded(dataset.images, e.tta)
     if e.protocol == "episodes":
         episodes_in = Path(e.episodes_in) if e.episodes_in is not None else None
         report = episodes_protocol(
             method, embeddings, dataset, e.n_way, e.n_shot, e.n_query, e.episodes, cfg.seed,
-            episodes_in, episodes_out, save_grid, e.within_groups, e.shape_weight,
+            episodes_in, episodes_out, save_grid, e.within_groups, matching, embedded,
         )  # fmt: skip
     elif e.protocol == "classifier":
         report = classify_protocol(

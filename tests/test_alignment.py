@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from sketchshot.alignment import (
     Matching,
+    Meeting,
     affine_fits,
     aligned,
     fused,
@@ -95,7 +96,7 @@ def test_aligned_scores_find_moved_drawings_that_raw_pixels_miss():
     scores = method.score(support[1], labels, query[1], 12)
     raw = float((scores.argmax(1) == labels).float().mean())
     maps = affine_fits(moved, glyphs)[1]
-    joined = aligned(method, pixels, scores, query, support, labels, 12, maps)
+    joined = aligned(Meeting(method, pixels, query, support, labels, 12), scores, maps)
     assert joined.shape == (12, 12)
     assert float((joined.argmax(1) == labels).float().mean()) >= max(0.8, raw + 0.3)
     # the three scores' mean: the model's own scores are a third of it
@@ -109,13 +110,12 @@ def test_matching_with_several_shots_takes_each_class_s_nearest_drawing():
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     method = ProtoNet(create_encoder("conv4"))
     scores = method.score(pixels(support), labels, pixels(query), 3)
-    assert matched(Matching(), method, pixels, scores, (query, pixels(query)),
-                   (support, pixels(support)), labels, 3) is scores  # fmt: skip
-    shaped = matched(Matching(shape_weight=1.0), method, pixels, scores,
-                     (query, pixels(query)), (support, pixels(support)), labels, 3)  # fmt: skip
+    meeting = Meeting(method, pixels, (query, pixels(query)), (support, pixels(support)),
+                      labels, 3)  # fmt: skip
+    assert matched(Matching(), meeting, scores) is scores
+    shaped = matched(Matching(shape_weight=1.0), meeting, scores)
     nearest = shape_distances(query, support).view(3, 3, 2).min(-1).values
     torch.testing.assert_close(shaped, fused(scores, nearest, 1.0))
-    both = matched(Matching(True, 0.5), method, pixels, scores, (query, pixels(query)),
-                   (support, pixels(support)), labels, 3)  # fmt: skip
+    both = matched(Matching(True, 0.5), meeting, scores)
     assert both.shape == (3, 3) and torch.isfinite(both).all()
     assert Matching(True, 0.5).describe() == ", aligned, shape match x0.5"

@@ -157,56 +157,52 @@ class Matching:
         return "".join(f", {p}" for p in parts)
 
 
-def matched(
-    matching: Matching,
-    method: Method,
-    embed: Callable[[torch.Tensor], torch.Tensor],
-    scores: torch.Tensor,
-    query: tuple[torch.Tensor, torch.Tensor],
-    support: tuple[torch.Tensor, torch.Tensor],
-    labels: torch.Tensor,
-    n_way: int,
-) -> torch.Tensor:
-    """The model's class scores [Q, N] for query (images [Q, 1, S, S], embeddings [Q, D])
-    against support (images and embeddings, with ``labels`` [K] in 0..N-1), joined with what
+@dataclass(frozen=True)
+class Meeting:
+    """What one-shot scoring compares: queries (images [Q, 1, S, S], embeddings [Q, D]) with
+    class drawings (images and embeddings, with ``labels`` [K] in 0..n_way-1), scored by
+    ``method``; ``embed`` embeds uint8 images with the model's encoder, one view each."""
+
+    method: Method
+    embed: Callable[[torch.Tensor], torch.Tensor]
+    query: tuple[torch.Tensor, torch.Tensor]
+    support: tuple[torch.Tensor, torch.Tensor]
+    labels: torch.Tensor
+    n_way: int
+
+
+def matched(matching: Matching, meeting: Meeting, scores: torch.Tensor) -> torch.Tensor:
+    """The model's class scores [Q, n_way] of the ``meeting``'s queries, joined with what
     ``matching`` asks: every (query, drawing) pair's affine map is fitted once; ``aligned``
     scores the drawings laid over each other by it, and the shape match's distance to each
-    class (its nearest drawing) is ``fused`` in. ``embed`` embeds uint8 images with the
-    model's encoder, one view each: aligning does what test-time views do (on Omniglot's
-    development runs, one member: 13.6% error with one view, 13.1% with 4, 13.5% with 16)."""
+    class (its nearest drawing) is ``fused`` in. Laid-over drawings are embedded with one view
+    each: aligning does what test-time views do (on Omniglot's development runs, one member:
+    13.6% error with one view, 13.1% with 4, 13.5% with 16)."""
     if not matching:
         return scores
-    distances, maps = affine_fits(query[0], support[0])
+    distances, maps = affine_fits(meeting.query[0], meeting.support[0])
     if matching.align:
-        scores = aligned(method, embed, scores, query, support, labels, n_way, maps)
+        scores = aligned(meeting, scores, maps)
     if matching.shape_weight:
-        nearest = torch.full((distances.shape[0], n_way), float("inf"))
+        nearest = torch.full((distances.shape[0], meeting.n_way), float("inf"))
         nearest = nearest.scatter_reduce(
-            1, labels.cpu().expand_as(distances), distances, "amin", include_self=True
+            1, meeting.labels.cpu().expand_as(distances), distances, "amin", include_self=True
         )
         scores = fused(scores.float(), nearest, matching.shape_weight)
     return scores
 
 
-def aligned(
-    method: Method,
-    embed: Callable[[torch.Tensor], torch.Tensor],
-    scores: torch.Tensor,
-    query: tuple[torch.Tensor, torch.Tensor],
-    support: tuple[torch.Tensor, torch.Tensor],
-    labels: torch.Tensor,
-    n_way: int,
-    maps: torch.Tensor,
-) -> torch.Tensor:
+def aligned(meeting: Meeting, scores: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """The mean of three scores of each query for each class: the model's, the query laid over
     the class's drawing by their fitted map (``maps`` [Q, K, 2, 3]) and scored by the model
     against the support as it stands (with K shots: its best drawing), and the class's
     drawings laid over the query by the inverse maps, in place of the originals, scoring the
     query. The model then compares drawings that already agree in place, size, slant and
     shear, and only their shapes differ."""
+    method, embed, labels, n_way = meeting.method, meeting.embed, meeting.labels, meeting.n_way
     q, k = maps.shape[:2]
-    q_images, q_embedded = query
-    s_images, s_embedded = support
+    q_images, q_embedded = meeting.query
+    s_images, s_embedded = meeting.support
     over_support = embed(laid_over(q_images.repeat_interleave(k, 0), maps.flatten(0, 1)))
     over_query = embed(laid_over(s_images.repeat(q, 1, 1, 1), inverted(maps).flatten(0, 1)))
     over_support, over_query = over_support.view(q, k, -1), over_query.view(q, k, -1)

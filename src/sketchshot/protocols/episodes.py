@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sketchshot.alignment import Matching, matched
+from sketchshot.alignment import Matching, Meeting, matched
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.episode_file import load_episodes, save_episodes
 from sketchshot.data.episodes import EpisodeIndex, class_groups
@@ -108,10 +108,11 @@ def _matched(
         labels = ep.support_labels.to(embeddings.device)
         support, query = embeddings[ep.support], embeddings[ep.query]
         scores = method.score(support, labels, query, ep.n_way)
-        joined = matched(
-            matching, method, embedded, scores, (images[ep.query], query),
-            (images[ep.support], support), labels, ep.n_way,
+        meeting = Meeting(
+            method, embedded, (images[ep.query], query), (images[ep.support], support), labels,
+            ep.n_way,
         )  # fmt: skip
+        joined = matched(matching, meeting, scores)
         out.append(joined.argmax(1).cpu().numpy())
     return np.stack(out)
 

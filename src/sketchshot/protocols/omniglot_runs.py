@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sketchshot.alignment import Matching, matched
+from sketchshot.alignment import Matching, Meeting, matched
 from sketchshot.compute import inference_encoder
 from sketchshot.config import DataConfig
 from sketchshot.data.dataset import SketchDataset
@@ -174,10 +174,10 @@ def runs_protocol(
             n_way = support.shape[0]
             labels = torch.arange(n_way, device=device)
             scores = method.score(support, labels, query, n_way)
-            scores = matched(
-                matching, method, embedded, scores, (run.test, query),
-                (run.training, support), labels, n_way,
-            )  # fmt: skip
+            meeting = Meeting(
+                method, embedded, (run.test, query), (run.training, support), labels, n_way
+            )
+            scores = matched(matching, meeting, scores)
             predicted = scores.argmax(1).cpu().numpy()
             errors[i] = float((predicted != run.answers).mean())
     per_run = [

@@ -32,9 +32,8 @@ from sketchshot import engine  # noqa: E402
 from sketchshot.alignment import Matching  # noqa: E402
 from sketchshot.card import Preprocessing  # noqa: E402
 from sketchshot.checkpoint import read_card  # noqa: E402
-from sketchshot.compute import inference_encoder  # noqa: E402
 from sketchshot.config import Config, DataConfig, EncoderConfig, EnsembleConfig  # noqa: E402
-from sketchshot.evaluation import embed  # noqa: E402
+from sketchshot.evaluation import embedder  # noqa: E402
 from sketchshot.protocols.episodes import episodes_protocol  # noqa: E402
 from sketchshot.protocols.omniglot_runs import make_runs, read_runs, runs_protocol  # noqa: E402
 
@@ -71,11 +70,7 @@ def scores(
     read = read_runs(runs_dir, size, pre.invert, pre.fit)
     runs = runs_protocol(model, read, cpu, views=tta, matching=matching)
     test = held_out(size, pre.fit)
-    encoder = inference_encoder(model.encoder, cpu)
-
-    def embedded(images: torch.Tensor, views: int = 1) -> torch.Tensor:
-        return embed(model, images, cpu, views=views, encoder=encoder)
-
+    embedded = embedder(model, cpu)
     emb = embedded(test.images, tta)
     out = {"error": (runs.details["mean_error_rate"], runs.figures[0].ci95)}
     for key, n_way, within in (("5w", 5, False), ("20w", 20, False), ("20w_in", 20, True)):

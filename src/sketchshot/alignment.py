@@ -99,8 +99,7 @@ def affine_fits(query: torch.Tensor, candidates: torch.Tensor) -> tuple[torch.Te
     [C, 1, S, S], on the CPU: shape-match distances [Q, C] (smaller: more alike) and the maps
     [Q, C, 2, 3] that take a point of the query's image to the candidate's (image coordinates
     in [-1, 1], x then y: ``p_candidate = M p_query + b`` as ``[M | b]``)."""
-    with torch.enable_grad():
-        q_frames, c_frames = _frames(query.cpu()), _frames(candidates.cpu())
+    q_frames, c_frames = _frames(query.cpu()), _frames(candidates.cpu())
     qi = torch.arange(query.shape[0]).repeat_interleave(candidates.shape[0])
     ci = torch.arange(candidates.shape[0]).repeat(query.shape[0])
     costs, maps = [], []

@@ -58,6 +58,19 @@ def embed(
     return torch.cat(out) if out else torch.empty(0)
 
 
+def embedder(
+    method: Method, device: torch.device, seed: int = 0
+) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """``embed`` with ``method``'s inference encoder made once: a function of images and a view
+    count (default 1), for callers that embed batch after batch (episodes, runs, alignment)."""
+    encoder = inference_encoder(method.encoder, device)
+
+    def embedded(images: torch.Tensor, views: int = 1) -> torch.Tensor:
+        return embed(method, images, device, views=views, seed=seed, encoder=encoder)
+
+    return embedded
+
+
 def mean_ci95(values: np.ndarray) -> tuple[float, float]:
     """Mean and the half-width of its 95% confidence interval (1.96 standard errors)."""
     if values.size < 2:

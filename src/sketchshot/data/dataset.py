@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -148,40 +149,40 @@ def filter_classes(
 def with_rotations(dataset: SketchDataset) -> SketchDataset:
     """Each class also rotated by 90, 180 and 270 degrees as three new classes (x4 classes),
     the standard augmentation for character data (Santoro et al. 2016; Snell et al. 2017)."""
-    k = len(dataset.class_names)
-    images = [dataset.images] + [torch.rot90(dataset.images, r, dims=(2, 3)) for r in (1, 2, 3)]
-    names = list(dataset.class_names)
-    for r in (90, 180, 270):
-        names += [f"{n}@rot{r}" for n in dataset.class_names]
-    drawings = None
-    if dataset.drawings is not None:
-        drawings = tuple(rotated(d, r) for r in range(4) for d in dataset.drawings)
-    return dataclasses.replace(
-        dataset,
-        images=torch.cat(images),
-        labels=torch.cat([dataset.labels + r * k for r in range(4)]),
-        class_names=tuple(names),
-        sources=dataset.sources * 4,
-        origin=f"{dataset.origin} (+ rotations)",
-        drawings=drawings,
-    )
+    turns = [
+        (f"@rot{90 * r}", partial(torch.rot90, k=r, dims=(2, 3)), partial(rotated, quarters=r))
+        for r in (1, 2, 3)
+    ]
+    return _with_copies(dataset, turns, "rotations")
 
 
 def with_mirrors(dataset: SketchDataset) -> SketchDataset:
     """Each class also mirrored left-right as a new class (x2 classes): a mirrored character is
     another symbol, as a turned one is (with ``with_rotations`` after it: the 8 symmetries of
     the square, x8 classes)."""
-    k = len(dataset.class_names)
+    flip = partial(torch.flip, dims=(3,))
+    return _with_copies(dataset, [("@mirror", flip, mirrored)], "mirrors")
+
+
+Copy = tuple[str, Callable[[torch.Tensor], torch.Tensor], Callable[[Drawing], Drawing]]
+
+
+def _with_copies(dataset: SketchDataset, copies: Sequence[Copy], what: str) -> SketchDataset:
+    """``dataset`` followed by one copy of all its images per ``(suffix, image transform,
+    drawing transform)`` of ``copies``, each copy's classes new ones named ``class + suffix``."""
+    k, names = len(dataset.class_names), dataset.class_names
     drawings = None
     if dataset.drawings is not None:
-        drawings = dataset.drawings + tuple(mirrored(d) for d in dataset.drawings)
+        drawings = dataset.drawings + tuple(
+            draw(d) for _, _, draw in copies for d in dataset.drawings
+        )
     return dataclasses.replace(
         dataset,
-        images=torch.cat([dataset.images, torch.flip(dataset.images, dims=(3,))]),
-        labels=torch.cat([dataset.labels, dataset.labels + k]),
-        class_names=dataset.class_names + tuple(f"{n}@mirror" for n in dataset.class_names),
-        sources=dataset.sources * 2,
-        origin=f"{dataset.origin} (+ mirrors)",
+        images=torch.cat([dataset.images] + [move(dataset.images) for _, move, _ in copies]),
+        labels=torch.cat([dataset.labels + i * k for i in range(len(copies) + 1)]),
+        class_names=names + tuple(f"{n}{suffix}" for suffix, _, _ in copies for n in names),
+        sources=dataset.sources * (len(copies) + 1),
+        origin=f"{dataset.origin} (+ {what})",
         drawings=drawings,
     )
 

@@ -22,13 +22,12 @@ import torch
 from PIL import Image
 
 from sketchshot.alignment import Matching, Meeting, matched
-from sketchshot.compute import inference_encoder
 from sketchshot.config import DataConfig
 from sketchshot.data.dataset import SketchDataset
 from sketchshot.data.episodes import class_groups
 from sketchshot.data.folder import IMAGE_SUFFIXES, decode_sketch, read_image_bytes, read_member
 from sketchshot.errors import DataError
-from sketchshot.evaluation import embed
+from sketchshot.evaluation import embedder
 from sketchshot.methods import Method
 from sketchshot.protocols.report import Figure, ProtocolReport
 
@@ -163,11 +162,7 @@ def runs_protocol(
     ``matching``, each query's scores are ``alignment.matched``: aligned with the run's class
     drawings, fused with its shape-match distances to them. Every query is scored on its own."""
     errors = np.empty(len(runs))
-    encoder = inference_encoder(method.encoder, device)
-
-    def embedded(images: torch.Tensor, views: int = 1) -> torch.Tensor:
-        return embed(method, images, device, views=views, seed=seed, encoder=encoder)
-
+    embedded = embedder(method, device, seed)
     with torch.no_grad():
         for i, run in enumerate(runs):
             support, query = embedded(run.training, views), embedded(run.test, views)

@@ -10,13 +10,12 @@ import torch
 
 from sketchshot.alignment import Matching
 from sketchshot.card import Preprocessing
-from sketchshot.compute import inference_encoder
 from sketchshot.config import Config, EvaluateConfig
 from sketchshot.data import load_dataset, load_splits
 from sketchshot.data.folder import require_labels
 from sketchshot.data.splits import splits_images
 from sketchshot.errors import ConfigError
-from sketchshot.evaluation import embed
+from sketchshot.evaluation import embed, embedder
 from sketchshot.methods import Method
 from sketchshot.pictures import confusion_picture, save_png
 from sketchshot.protocols.classify import classify_protocol
@@ -92,11 +91,7 @@ def run_protocol(
     dataset = require_labels(load_dataset(cfg.data, size, e.split), "evaluate")
     if e.protocol != "classifier":  # classes without images in this split take no part
         dataset = dataset.nonempty()
-    encoder = inference_encoder(method.encoder, device)
-
-    def embedded(images: torch.Tensor, views: int = 1) -> torch.Tensor:
-        return embed(method, images, device, views=views, seed=cfg.seed, encoder=encoder)
-
+    embedded = embedder(method, device, cfg.seed)
     embeddings = embedded(dataset.images, e.tta)
     if e.protocol == "episodes":
         episodes_in = Path(e.episodes_in) if e.episodes_in is not None else None

@@ -92,13 +92,13 @@ def rescore(args: argparse.Namespace, runs_dir: Path) -> None:
             runs = tuple(Path(m) for m in args.models)
             engine.ensemble(EnsembleConfig(runs=runs, out=path))
         model, card = engine.load_model(path)
-    matching = Matching(args.align, args.shape_weight)
+    matching = Matching(args.align, args.shape_weight, args.warp)
     s = scores(model.eval(), runs_dir, card.preprocessing, args.episodes, args.tta, matching,
                args.queries)  # fmt: skip
     names = ", ".join(Path(m).name for m in args.models)
     what = f"ensemble of {len(cards)}: {names}" if len(cards) > 1 else f"saved run {names}"
     label = f"tta={args.tta}" if args.tta > 1 else ""
-    label += " align" if args.align else ""
+    label += f" align ({args.warp})" if args.align else ""
     label += f" shape={args.shape_weight:g}" if args.shape_weight else ""
     label += f" queries={args.queries} episodes={args.episodes}" if args.queries != 15 else ""
     minutes = sum(c.metrics.get("seconds", 0) / 60 for c in cards)
@@ -157,6 +157,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--align", action="store_true", help="score aligned drawings too (--models only)"
+    )
+    parser.add_argument(
+        "--warp", choices=("affine", "elastic"), default="elastic", help="how --align lays drawings"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/sketchshot-dev-runs"))

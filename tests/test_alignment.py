@@ -17,6 +17,7 @@ from sketchshot.alignment import (
     inverted,
     laid_over,
     matched,
+    refined,
     shape_distances,
 )
 from sketchshot.data.glyphs import make_glyphs
@@ -96,7 +97,7 @@ def test_aligned_scores_find_moved_drawings_that_raw_pixels_miss():
     scores = method.score(support[1], labels, query[1], 12)
     raw = float((scores.argmax(1) == labels).float().mean())
     maps = affine_fits(moved, glyphs)[1]
-    joined = aligned(Meeting(method, pixels, query, support, labels, 12), scores, maps)
+    joined = aligned(Meeting(method, pixels, query, support, labels, 12), scores, maps, "affine")
     assert joined.shape == (12, 12)
     assert float((joined.argmax(1) == labels).float().mean()) >= max(0.8, raw + 0.3)
     # the three scores' mean: the model's own scores are a third of it
@@ -118,4 +119,37 @@ def test_matching_with_several_shots_takes_each_class_s_nearest_drawing():
     torch.testing.assert_close(shaped, fused(scores, nearest, 1.0))
     both = matched(Matching(True, 0.5), meeting, scores)
     assert both.shape == (3, 3) and torch.isfinite(both).all()
-    assert Matching(True, 0.5).describe() == ", aligned, shape match x0.5"
+    assert Matching(True, 0.5).describe() == ", aligned (elastic), shape match x0.5"
+    assert Matching(True, warp="affine").describe() == ", aligned (affine)"
+
+
+def bent(images: torch.Tensor, amount: float) -> torch.Tensor:
+    """uint8 images under a smooth non-affine warp: each row shifted sideways by a sine of its
+    height, each column up or down by a sine of its place (``amount``: in half-sides)."""
+    n, _, size, _ = images.shape
+    axis = torch.linspace(-1, 1, size)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack(
+        [x + amount * torch.sin(math.pi * y), y + amount * torch.sin(math.pi * x)], -1
+    )
+    out = F.grid_sample(images.float(), grid.expand(n, size, size, 2), align_corners=True)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def test_the_elastic_refinement_bends_strokes_back_where_no_affine_map_can():
+    glyphs = make_glyphs(8, 1, 32).images
+    curved = bent(glyphs, 0.08)
+    maps = affine_fits(curved, glyphs)[1][range(8), range(8)]
+    affine, elastic = laid_over(curved, maps), refined(curved, glyphs, maps)
+    assert elastic.shape == glyphs.shape and elastic.dtype == torch.uint8
+
+    def overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # cosine of the ink, per image
+        a, b = a.float().flatten(1), b.float().flatten(1)
+        return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+
+    left_affine, left_elastic = 1 - overlap(affine, glyphs), 1 - overlap(elastic, glyphs)
+    assert (left_elastic < left_affine).all()  # every drawing nearer its original
+    assert float(left_elastic.mean()) < 0.6 * float(left_affine.mean())  # 0.03 against 0.07
+    # a drawing refined onto itself stays (nearly) itself
+    same = refined(glyphs, glyphs, torch.eye(2, 3).expand(8, 2, 3))
+    assert float(overlap(same, glyphs).min()) > 0.97

@@ -112,8 +112,13 @@ def test_data_runs_command_and_evaluate_runs(tmp_path: Path, saved_model: Path) 
     both = runner.invoke(app, [*model, "--runs", str(out), "--align", "--shape-weight", "0.5",
                                "--tta", "2", "--json"])  # fmt: skip
     assert both.exit_code == 0, both.output
-    assert '"align": true' in both.output and "aligned, shape match x0.5" in both.output
-    for option in (["--shape-weight", "1"], ["--align"]):
+    assert '"align": true' in both.output and "aligned (elastic), shape match x0.5" in both.output
+    assert '"warp": "elastic"' in both.output
+    affine = runner.invoke(app, [*model, "--runs", str(out), "--align", "--warp", "affine"])
+    assert affine.exit_code == 0 and "aligned (affine)" in plain(affine.output), affine.output
+    alone = runner.invoke(app, [*model, "--runs", str(out), "--warp", "affine"])
+    assert alone.exit_code != 0 and "add it" in plain(alone.output)
+    for option in (["--shape-weight", "1"], ["--align"], ["--warp", "affine"]):
         knn = ["--protocol", "knn", "--data", str(data_dir), *option]
         refused = runner.invoke(app, [*model, *knn])
         assert refused.exit_code != 0 and option[0] in plain(refused.output)
@@ -122,7 +127,8 @@ def test_data_runs_command_and_evaluate_runs(tmp_path: Path, saved_model: Path) 
                                    "--shape-weight", "0.5", "--align", "--json"])  # fmt: skip
     assert episodes.exit_code == 0, episodes.output
     assert (
-        '"shape_weight": 0.5' in episodes.output and "aligned, shape match x0.5" in episodes.output
+        '"shape_weight": 0.5' in episodes.output
+        and "aligned (elastic), shape match x0.5" in episodes.output
     )
     assert '"align": true' in episodes.output
     again = runner.invoke(app, ["data", "runs", str(data_dir), "--out", str(out)])

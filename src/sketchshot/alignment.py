@@ -7,12 +7,16 @@ gradient descent to minimise the symmetric chamfer distance (mean distance from 
 points to the other's ink), plus a penalty on how far the map strays from the identity.
 Learned embeddings and this distance err on different drawings, so their sum ranks one-shot
 characters better than either (``fused``); the model scores drawings better still once they
-agree in place, size and slant (``aligned``). ``matched`` is what the one-shot protocols call."""
+agree in place, size and slant (``aligned``), and more so once a free-form (elastic) warp
+after the affine map has also bent the strokes of one onto the other (``refined``). ``matched``
+is what the one-shot protocols call."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +29,15 @@ LR = 0.05
 PENALTY = 0.03  # weight of the squared distance of the map's parameters from the identity
 SPREAD = 0.5  # root-mean-square radius of the ink points in the shared frame ([-1, 1] square)
 PAIRS_PER_CHUNK = 4096
+# the elastic refinement (``refined``): a displacement field of GRID x GRID control points
+# (bicubic in between), fitted by Adam to make the blurred images agree, with a penalty on its size
+GRID = 4
+ELASTIC_STEPS = 30
+ELASTIC_LR = 0.02
+ELASTIC_PENALTY = 0.1
+BLUR = 1 / 28  # standard deviation of the Gaussian blur, in image sides (one pixel at 28 px)
+PIXELS_PER_CHUNK = 4096 * 28 * 28
+Warp = Literal["affine", "elastic"]
 
 
 @dataclass(frozen=True)
@@ -138,20 +151,69 @@ def laid_over(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     return moved.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def _blurred(images: torch.Tensor) -> torch.Tensor:
+    """Float images [B, 1, S, S] under a Gaussian blur of ``BLUR`` image sides."""
+    sigma = BLUR * images.shape[-1]
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.exp(-torch.arange(-radius, radius + 1).float().pow(2) / (2 * sigma**2))
+    taps = taps / taps.sum()
+    images = F.conv2d(images, taps.view(1, 1, 1, -1), padding=(0, radius))
+    return F.conv2d(images, taps.view(1, 1, -1, 1), padding=(radius, 0))
+
+
+def _field(control: torch.Tensor, size: int) -> torch.Tensor:
+    """Control-point displacements [B, 2, G, G] -> a displacement per pixel [B, S, S, 2]."""
+    return F.interpolate(control, size=(size, size), mode="bicubic", align_corners=True).permute(
+        0, 2, 3, 1
+    )
+
+
+def refined(images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """uint8 ``images`` [B, 1, S, S] laid over ``targets`` [B, 1, S, S] by their affine
+    ``maps`` [B, 2, 3] (as ``laid_over``) and then by a free-form warp: a smooth displacement
+    field (``GRID`` x ``GRID`` control points) fitted to minimise the squared difference of the
+    blurred images plus ``ELASTIC_PENALTY`` times its mean squared size. Strokes bend onto the
+    target's where the affine map left them beside it, as another writer's hand bends them."""
+    out = torch.empty_like(images)
+    size = images.shape[-1]
+    chunk = max(1, PIXELS_PER_CHUNK // (size * size))
+    for part in torch.arange(images.shape[0]).split(chunk):
+        source = images[part].float()
+        start = F.affine_grid(inverted(maps[part]).float(), list(source.shape), align_corners=True)
+        blurred, goal = _blurred(source / 255), _blurred(targets[part].float() / 255)
+        control = torch.zeros(len(part), 2, GRID, GRID, requires_grad=True)
+        optimizer = torch.optim.Adam([control], lr=ELASTIC_LR)
+        with torch.enable_grad():
+            for _ in range(ELASTIC_STEPS):
+                grid = start + _field(control, size)
+                moved = F.grid_sample(blurred, grid, align_corners=True, padding_mode="zeros")
+                cost = (moved - goal).pow(2).mean((1, 2, 3))
+                cost = cost + ELASTIC_PENALTY * control.pow(2).mean((1, 2, 3))
+                optimizer.zero_grad()
+                cost.sum().backward()
+                optimizer.step()
+        grid = start + _field(control.detach(), size)
+        moved = F.grid_sample(source, grid, align_corners=True, padding_mode="zeros")
+        out[part] = moved.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
 @dataclass(frozen=True)
 class Matching:
     """How a one-shot protocol meets queries with class drawings beyond the model's own
-    scores: ``align`` (``aligned``) and the shape match's weight (``fused``)."""
+    scores: ``align`` (``aligned``) with the ``warp`` that lays drawings over each other (the
+    affine map alone, or ``refined`` after it), and the shape match's weight (``fused``)."""
 
     align: bool = False
     shape_weight: float = 0.0
+    warp: Warp = "elastic"
 
     def __bool__(self) -> bool:
         return self.align or self.shape_weight > 0
 
     def describe(self) -> str:
-        """', aligned, shape match x0.25' (what the figure's name gains), or ''."""
-        parts = ["aligned"] if self.align else []
+        """', aligned (elastic), shape match x0.25' (what the figure's name gains), or ''."""
+        parts = [f"aligned ({self.warp})"] if self.align else []
         parts += [f"shape match x{self.shape_weight:g}"] if self.shape_weight else []
         return "".join(f", {p}" for p in parts)
 
@@ -181,7 +243,7 @@ def matched(matching: Matching, meeting: Meeting, scores: torch.Tensor) -> torch
         return scores
     distances, maps = affine_fits(meeting.query[0], meeting.support[0])
     if matching.align:
-        scores = aligned(meeting, scores, maps)
+        scores = aligned(meeting, scores, maps, matching.warp)
     if matching.shape_weight:
         nearest = torch.full((distances.shape[0], meeting.n_way), float("inf"))
         nearest = nearest.scatter_reduce(
@@ -191,9 +253,12 @@ def matched(matching: Matching, meeting: Meeting, scores: torch.Tensor) -> torch
     return scores
 
 
-def aligned(meeting: Meeting, scores: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+def aligned(
+    meeting: Meeting, scores: torch.Tensor, maps: torch.Tensor, warp: Warp = "affine"
+) -> torch.Tensor:
     """The mean of three scores of each query for each class: the model's, the query laid over
-    the class's drawing by their fitted map (``maps`` [Q, K, 2, 3]) and scored by the model
+    the class's drawing by their fitted map (``maps`` [Q, K, 2, 3]; with ``warp="elastic"``,
+    ``refined`` after it) and scored by the model
     against the support as it stands (with K shots: its best drawing), and the class's
     drawings laid over the query by the inverse maps, in place of the originals, scoring the
     query. The model then compares drawings that already agree in place, size, slant and
@@ -202,8 +267,14 @@ def aligned(meeting: Meeting, scores: torch.Tensor, maps: torch.Tensor) -> torch
     q, k = maps.shape[:2]
     q_images, q_embedded = meeting.query
     s_images, s_embedded = meeting.support
-    over_support = embed(laid_over(q_images.repeat_interleave(k, 0), maps.flatten(0, 1)))
-    over_query = embed(laid_over(s_images.repeat(q, 1, 1, 1), inverted(maps).flatten(0, 1)))
+    queries, drawings = q_images.repeat_interleave(k, 0), s_images.repeat(q, 1, 1, 1)
+    forward_maps, backward_maps = maps.flatten(0, 1), inverted(maps).flatten(0, 1)
+    if warp == "elastic":
+        over_support = embed(refined(queries, drawings, forward_maps))
+        over_query = embed(refined(drawings, queries, backward_maps))
+    else:
+        over_support = embed(laid_over(queries, forward_maps))
+        over_query = embed(laid_over(drawings, backward_maps))
     over_support, over_query = over_support.view(q, k, -1), over_query.view(q, k, -1)
     forward = torch.full_like(scores, float("-inf"))
     for j, c in enumerate(labels.tolist()):

@@ -746,9 +746,16 @@ class EvaluateConfig(Frozen):
     align: bool = Field(
         False,
         description="runs and episodes: also score each query laid over each class drawing by "
-        "their best affine map, and the drawing laid over the query (the mean of the three "
-        "scores): handwritten characters, where place, size and slant vary between writers. "
-        "It embeds two more images per query-drawing pair, one view each",
+        "their best affine map and then bent onto it (--warp), and the drawing laid over the "
+        "query (the mean of the three scores): handwritten characters, where place, size, "
+        "slant and the strokes' bends vary between writers. It embeds two more images per "
+        "query-drawing pair, one view each",
+    )
+    warp: Literal["affine", "elastic"] = Field(
+        "elastic",
+        description="with --align: how each drawing is laid over the other: 'elastic', the "
+        "affine map and then a smooth free-form warp fitted to bend its strokes onto the "
+        "other's (about 3 ms more per pair on one core); 'affine', the map alone",
     )
     shape_weight: float = Field(
         0.0,

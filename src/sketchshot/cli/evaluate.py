@@ -48,6 +48,7 @@ FLAGS = (
     Flag("--tta", "evaluate.tta", EVALUATION),
     Flag("--within-groups", "evaluate.within_groups", EVALUATION),
     Flag("--align", "evaluate.align", EVALUATION),
+    Flag("--warp", "evaluate.warp", EVALUATION),
     Flag("--shape-weight", "evaluate.shape_weight", EVALUATION),
     Flag(
         "--data",
@@ -144,6 +145,7 @@ READ_BY = {
     "evaluate.draws": ("knn", "linear"),
     "evaluate.labelled_fraction": ("knn", "linear"),
     "evaluate.align": ("runs", "episodes"),
+    "evaluate.warp": ("runs", "episodes"),
     "evaluate.shape_weight": ("runs", "episodes"),
 }
 

@@ -81,6 +81,7 @@ def episodes_protocol(
             },
             "notes": notes,
             "align": matching.align,
+            "warp": matching.warp if matching.align else None,
             "shape_weight": matching.shape_weight,
         },
     )  # fmt: skip

@@ -185,7 +185,8 @@ def runs_protocol(
     setting += matching.describe()
     figure = Figure.of(ways[-1], setting, 1 - errors)
     details = {"runs": per_run, "mean_error_rate": float(errors.mean()), "error_ci95": figure.ci95,
-               "align": matching.align, "shape_weight": matching.shape_weight}  # fmt: skip
+               "align": matching.align, "warp": matching.warp if matching.align else None,
+               "shape_weight": matching.shape_weight}  # fmt: skip
     return ProtocolReport([figure], (), None, details)
 
 

@@ -56,6 +56,8 @@ def check_settings(
     for option, value in (("--align", e.align), ("--shape-weight", e.shape_weight)):
         if value and e.protocol not in ("runs", "episodes"):
             raise ConfigError(f"{option} works with --protocol runs or episodes, not {e.protocol}")
+    if e.warp != "elastic" and not e.align:
+        raise ConfigError(f"--warp {e.warp} says how --align lays drawings over each other; add it")
     if save_confusion is not None and e.protocol == "runs":
         raise ConfigError("--save-confusion needs shared classes; the one-shot runs have none")
     for option, path in (("--save-grid", save_grid), ("--save-confusion", save_confusion)):
@@ -79,7 +81,7 @@ def run_protocol(
     e = cfg.evaluate
     check_settings(e, episodes_out, save_grid, save_confusion)
     size = preprocessing.image_size
-    matching = Matching(e.align, e.shape_weight)
+    matching = Matching(e.align, e.shape_weight, e.warp)
     if e.protocol == "runs":
         runs = read_runs(Path(str(e.runs)), size, preprocessing.invert, preprocessing.fit)
         report = runs_protocol(method, runs, device, e.tta, cfg.seed, matching)

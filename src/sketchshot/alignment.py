@@ -254,27 +254,26 @@ def matched(matching: Matching, meeting: Meeting, scores: torch.Tensor) -> torch
 
 
 def aligned(
-    meeting: Meeting, scores: torch.Tensor, maps: torch.Tensor, warp: Warp = "affine"
+    meeting: Meeting, scores: torch.Tensor, maps: torch.Tensor, warp: Warp = "elastic"
 ) -> torch.Tensor:
-    """The mean of three scores of each query for each class: the model's, the query laid over
+    """The mean of three scores of each query for each class: the model's; the query laid over
     the class's drawing by their fitted map (``maps`` [Q, K, 2, 3]; with ``warp="elastic"``,
-    ``refined`` after it) and scored by the model
-    against the support as it stands (with K shots: its best drawing), and the class's
-    drawings laid over the query by the inverse maps, in place of the originals, scoring the
-    query. The model then compares drawings that already agree in place, size, slant and
-    shear, and only their shapes differ."""
+    then ``refined`` onto it) and scored by the model against the support as it stands (with K
+    shots: its best drawing); and the class's drawings laid over the query the other way, in
+    place of the originals, scoring the query. The model then compares drawings that already
+    agree in place, size, slant and shear (and, bent, in the run of their strokes), so that
+    mostly their shapes differ."""
     method, embed, labels, n_way = meeting.method, meeting.embed, meeting.labels, meeting.n_way
     q, k = maps.shape[:2]
     q_images, q_embedded = meeting.query
     s_images, s_embedded = meeting.support
     queries, drawings = q_images.repeat_interleave(k, 0), s_images.repeat(q, 1, 1, 1)
-    forward_maps, backward_maps = maps.flatten(0, 1), inverted(maps).flatten(0, 1)
-    if warp == "elastic":
-        over_support = embed(refined(queries, drawings, forward_maps))
-        over_query = embed(refined(drawings, queries, backward_maps))
-    else:
-        over_support = embed(laid_over(queries, forward_maps))
-        over_query = embed(laid_over(drawings, backward_maps))
+
+    def lay(images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        return refined(images, targets, maps) if warp == "elastic" else laid_over(images, maps)
+
+    over_support = embed(lay(queries, drawings, maps.flatten(0, 1)))
+    over_query = embed(lay(drawings, queries, inverted(maps).flatten(0, 1)))
     over_support, over_query = over_support.view(q, k, -1), over_query.view(q, k, -1)
     forward = torch.full_like(scores, float("-inf"))
     for j, c in enumerate(labels.tolist()):

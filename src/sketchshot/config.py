@@ -763,8 +763,9 @@ class EvaluateConfig(Frozen):
         le=10,
         description="runs and episodes: join the model's scores with a training-free shape "
         "match (each query laid over each class drawing by the best affine map; "
-        "sketchshot.alignment), this much of it: 0.25 for handwritten characters (0.15 with "
-        "--align); 0: the model alone. It costs about 0.3 ms per query-drawing pair on one core",
+        "sketchshot.alignment), this much of it: 0.25 for handwritten characters (with "
+        "--align it adds nothing more: 0); 0: the model alone. It costs about 0.3 ms per "
+        "query-drawing pair on one core",
     )
 
 

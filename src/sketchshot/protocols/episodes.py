@@ -68,7 +68,8 @@ def episodes_protocol(
     n_classes = len(dataset.class_names)
     within = ", within one group" if source.get("within_groups") else ""
     within += matching.describe()
-    name = f"{first.n_shot}-shot, {first.n_query} queries{within}"
+    queries = "1 query" if first.n_query == 1 else f"{first.n_query} queries"
+    name = f"{first.n_shot}-shot, {queries}{within}"
     figure = Figure.of(first.n_way, name, accuracies)
     report = ProtocolReport(
         [figure],

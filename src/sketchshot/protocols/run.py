@@ -56,7 +56,7 @@ def check_settings(
     for option, value in (("--align", e.align), ("--shape-weight", e.shape_weight)):
         if value and e.protocol not in ("runs", "episodes"):
             raise ConfigError(f"{option} works with --protocol runs or episodes, not {e.protocol}")
-    if e.warp != "elastic" and not e.align:
+    if e.warp != EvaluateConfig.model_fields["warp"].default and not e.align:
         raise ConfigError(f"--warp {e.warp} says how --align lays drawings over each other; add it")
     if save_confusion is not None and e.protocol == "runs":
         raise ConfigError("--save-confusion needs shared classes; the one-shot runs have none")
